@@ -1,0 +1,1 @@
+"""Attention metadata (built once per step) and the paged attention layer."""

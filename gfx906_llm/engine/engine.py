@@ -1,0 +1,205 @@
+"""LLMEngine: requests in, RequestOutputs out, one scheduler step at a time (not thread-safe)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+from gfx906_llm.config import EngineConfig, default_max_num_batched_tokens
+from gfx906_llm.engine.block_manager import BlockManager
+from gfx906_llm.engine.output_processor import SequenceDetokenizer
+from gfx906_llm.engine.request import Request, RequestStatus
+from gfx906_llm.engine.scheduler import Scheduler
+from gfx906_llm.outputs import RequestMetrics, RequestOutput
+from gfx906_llm.sampling_params import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineStats:
+    num_running: int
+    num_waiting: int
+    kv_cache_usage: float  # 0..1
+    num_preemptions: int  # cumulative
+    num_free_blocks: int
+    num_total_blocks: int
+
+
+class _Group:
+    """One user request: ``n`` sequences sharing a prompt."""
+
+    def __init__(self, request_id, prompt, prompt_ids, params, children, detoks, arrival):
+        self.request_id = request_id
+        self.prompt = prompt
+        self.prompt_token_ids = prompt_ids
+        self.params = params
+        self.children: list[Request] = children
+        self.detoks: list[SequenceDetokenizer] = detoks
+        self.metrics = RequestMetrics(arrival, num_prompt_tokens=len(prompt_ids))
+
+    @property
+    def finished(self) -> bool:
+        return all(d.finish_reason is not None for d in self.detoks)
+
+    def output(self) -> RequestOutput:
+        return RequestOutput(self.request_id, self.prompt, self.prompt_token_ids,
+                             [d.output() for d in self.detoks], self.finished, self.metrics)
+
+
+class LLMEngine:
+    """Loads the model and serves requests with continuous batching over a paged KV cache.
+
+    Raises (constructor): ValueError for a bad config, an unreadable model, or a KV budget that
+    cannot hold one block.
+    """
+
+    def __init__(self, config: EngineConfig):
+        from gfx906_llm.loader.model_loader import load_model
+        from gfx906_llm.platform import detect_platform
+        from gfx906_llm.worker.model_runner import ModelRunner
+
+        self.config = config
+        self.platform = detect_platform(None if config.device == "auto" else config.device)
+        loaded = load_model(config.model, self.platform, config.dtype, config.tokenizer, config.quantization)
+        self.loaded = loaded
+        self.model_config = loaded.model_config
+        self.tokenizer = loaded.tokenizer
+        self.eos_token_ids = loaded.eos_token_ids
+        cfg = self.model_config
+        max_len = config.max_model_len or cfg.max_position_embeddings
+        if max_len > cfg.max_position_embeddings:
+            raise ValueError(f"--max-model-len {max_len} exceeds the model's max_position_embeddings "
+                             f"{cfg.max_position_embeddings}")
+        budget = config.max_num_batched_tokens or default_max_num_batched_tokens(self.platform.is_gpu)
+        if not config.enable_chunked_prefill:
+            budget = max(budget, max_len)
+        self.runner = ModelRunner(loaded, self.platform, config.block_size, config.seed)
+        num_blocks = self.runner.profile_num_blocks(config.gpu_memory_utilization, config.kv_cache_memory_bytes,
+                                                    budget, config.max_num_seqs, max_len)
+        if num_blocks < 1:
+            raise ValueError("no memory left for the KV cache: raise --gpu-memory-utilization or the KV budget")
+        if num_blocks * config.block_size < max_len:
+            logger.warning("KV cache holds %d tokens: max_model_len lowered from %d", num_blocks * config.block_size,
+                           max_len)
+            max_len = num_blocks * config.block_size
+        self.max_model_len = max_len
+        self.model_name = (config.served_model_name or [config.model or loaded.path.name])[0]
+        self.runner.allocate_kv_cache(num_blocks)
+        self.block_manager = BlockManager(num_blocks, config.block_size)
+        self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, budget, max_len,
+                                   config.enable_chunked_prefill)
+        self._groups: dict[str, _Group] = {}
+        self._child_to_group: dict[str, tuple[_Group, int]] = {}
+        self._pending: list[RequestOutput] = []
+
+    # ---- requests -------------------------------------------------------------------------------
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=add_special_tokens).input_ids
+
+    def add_request(self, request_id: str, prompt: str | list[int], params: SamplingParams,
+                    arrival_time: float | None = None) -> None:
+        """Queue a request.
+
+        Raises:
+            ValueError: duplicate id, empty prompt, token ids out of the vocabulary, or a prompt
+                (plus ``min_tokens``) that does not fit ``max_model_len``. ``max_tokens`` beyond
+                the context is clamped (the request ends with ``"length"``).
+        """
+        if request_id in self._groups:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        params.validate()
+        if isinstance(prompt, str):
+            text, ids = prompt, self.encode(prompt)
+        else:
+            text, ids = None, list(prompt)
+            vocab = self.model_config.vocab_size
+            if any(not isinstance(t, int) or not 0 <= t < vocab for t in ids):
+                raise ValueError(f"prompt token ids must be integers in [0, {vocab})")
+        if not ids:
+            raise ValueError("the prompt is empty")
+        if len(ids) + max(params.min_tokens, 1) > self.max_model_len:
+            raise ValueError(f"the prompt has {len(ids)} tokens; with at least {max(params.min_tokens, 1)} "
+                             f"generated it exceeds the maximum context length of {self.max_model_len} tokens")
+        room = self.max_model_len - len(ids)
+        max_tokens = room if params.max_tokens is None else min(params.max_tokens, room)
+        arrival = time.monotonic() if arrival_time is None else arrival_time
+        children, detoks = [], []
+        for i in range(params.n):
+            cid = request_id if params.n == 1 else f"{request_id}#{i}"
+            children.append(Request(cid, ids, params, max_tokens, self.eos_token_ids, arrival, index=i))
+            detoks.append(SequenceDetokenizer(self.tokenizer, ids, params, i))
+        group = _Group(request_id, text, ids, params, children, detoks, arrival)
+        self._groups[request_id] = group
+        for i, child in enumerate(children):
+            self._child_to_group[child.request_id] = (group, i)
+            self.scheduler.add_request(child)
+
+    def abort_request(self, request_ids: str | Iterable[str]) -> None:
+        """Abort requests (their blocks are freed now); the next ``step()`` returns their final
+        output with ``finish_reason="abort"``. Unknown ids are ignored."""
+        if isinstance(request_ids, str):
+            request_ids = [request_ids]
+        for rid in request_ids:
+            group = self._groups.pop(rid, None)
+            if group is None:
+                continue
+            for child, det in zip(group.children, group.detoks):
+                self._child_to_group.pop(child.request_id, None)
+                if det.finish_reason is None:
+                    self.scheduler.finish_request(child.request_id, RequestStatus.FINISHED_ABORTED)
+                    det.finish_reason = "abort"
+            group.metrics.finished_time = time.monotonic()
+            self._pending.append(group.output())
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self._groups) or bool(self._pending)
+
+    def get_stats(self) -> EngineStats:
+        bm = self.block_manager
+        return EngineStats(self.scheduler.num_running, self.scheduler.num_waiting, bm.usage,
+                           self.scheduler.num_preemptions, bm.num_free_blocks, bm.num_blocks)
+
+    # ---- the step -------------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        """Schedule, run the model once, and return the outputs of requests that progressed."""
+        outputs, self._pending = self._pending, []
+        sched = self.scheduler.schedule()
+        if sched.is_empty:
+            return outputs
+        now = time.monotonic()
+        for s in sched.scheduled:
+            group, _ = self._child_to_group[s.request.request_id]
+            if group.metrics.first_scheduled_time is None:
+                group.metrics.first_scheduled_time = now
+        result = self.runner.execute(sched)
+        touched: dict[str, _Group] = {}
+        for req, new_token in self.scheduler.update_from_output(sched, result.sampled):
+            if not new_token:
+                continue
+            group, i = self._child_to_group[req.request_id]
+            det = group.detoks[i]
+            rid = req.request_id
+            stop = det.update(req.output_token_ids[-1], result.logprob.get(rid), result.rank.get(rid),
+                              result.top.get(rid))
+            if stop is not None and not req.status.finished:
+                self.scheduler.finish_request(rid, RequestStatus.FINISHED_STOPPED)
+                req.stop_reason = stop
+            if req.status.finished:
+                det.finish_reason = req.status.value
+                det.stop_reason = req.stop_reason
+                self._child_to_group.pop(rid, None)
+            touched[group.request_id] = group
+        now = time.monotonic()
+        for group in touched.values():
+            m = group.metrics
+            m.first_token_time = m.first_token_time or now
+            m.last_token_time = now
+            m.num_generation_tokens = sum(len(d.output_ids) for d in group.detoks)
+            if group.finished:
+                m.finished_time = now
+                self._groups.pop(group.request_id, None)
+            outputs.append(group.output())
+        return outputs

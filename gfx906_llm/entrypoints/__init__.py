@@ -1,0 +1,1 @@
+"""Front ends of the engine: the OpenAI-compatible HTTP server (``openai/``) and its metrics."""

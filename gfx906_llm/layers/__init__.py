@@ -1,0 +1,1 @@
+"""Model building blocks: linear (with quantisation methods), norms, rotary, activations, embeddings."""

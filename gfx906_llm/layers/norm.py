@@ -1,0 +1,27 @@
+"""RMSNorm with an optional fused residual add."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from gfx906_llm.kernels import reference
+
+
+class RMSNorm(nn.Module):
+    """RMSNorm over the last dim; ``offset=1.0`` stores Gemma's ``weight - 1`` convention.
+
+    ``forward(x)`` returns the normed x; ``forward(x, residual)`` returns
+    ``(norm(x + residual), x + residual)`` (the fused residual add of pre-norm blocks).
+    """
+
+    def __init__(self, hidden_size: int, eps: float = 1e-6, offset: float = 0.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size), requires_grad=False)
+        self.eps = eps
+        self.offset = offset
+
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None):
+        if residual is None:
+            return reference.rms_norm(x, self.weight, self.eps, self.offset)
+        return reference.fused_add_rms_norm(x, residual, self.weight, self.eps, self.offset)

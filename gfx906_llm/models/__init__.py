@@ -1,0 +1,1 @@
+"""Model definitions, looked up by Hugging Face architecture name (models/registry.py)."""

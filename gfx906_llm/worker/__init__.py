@@ -1,0 +1,1 @@
+"""The model runner: SchedulerOutput -> tensors -> forward -> sampled tokens."""

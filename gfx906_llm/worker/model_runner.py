@@ -1,0 +1,111 @@
+"""Runs one scheduler step on the model: inputs, forward under the attention context, sampling."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+from gfx906_llm.attention.metadata import forward_context
+from gfx906_llm.config import cdiv
+from gfx906_llm.engine.scheduler import SchedulerOutput
+from gfx906_llm.loader.model_loader import LoadedModel
+from gfx906_llm.platform import Platform
+from gfx906_llm.worker.inputs import build_step_inputs
+from gfx906_llm.worker.sampler import Sampler
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CPU_KV_BYTES = 1 << 30
+
+
+@dataclass
+class RunnerOutput:
+    """Per sampling request: the token, and logprob details when asked for."""
+
+    sampled: dict[str, int] = field(default_factory=dict)
+    logprob: dict[str, float] = field(default_factory=dict)
+    rank: dict[str, int] = field(default_factory=dict)
+    top: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+
+class ModelRunner:
+    def __init__(self, loaded: LoadedModel, platform: Platform, block_size: int, seed: int = 0):
+        self.loaded = loaded
+        self.model = loaded.model
+        self.cfg = loaded.model_config
+        self.platform = platform
+        self.device = torch.device(platform.device)
+        self.block_size = block_size
+        self.sampler = Sampler()
+        self.generators: dict[str, torch.Generator] = {}
+        self.kv_caches: list[tuple[torch.Tensor, torch.Tensor]] = []
+        torch.manual_seed(seed)
+
+    # ---- KV cache ------------------------------------------------------------------------------
+    def kv_block_bytes(self) -> int:
+        return self.block_size * self.cfg.kv_bytes_per_token(self.loaded.dtype)
+
+    def profile_num_blocks(self, gpu_memory_utilization: float, kv_cache_memory_bytes: int | None,
+                           max_num_batched_tokens: int, max_num_seqs: int, max_model_len: int) -> int:
+        """Blocks that fit the budget: an explicit byte count, else on GPUs
+        ``gpu_memory_utilization`` of the device's memory minus what is in use and an activation
+        estimate for a full step, else 1 GiB on the CPU. Never more than all sequences can use."""
+        if kv_cache_memory_bytes is not None:
+            budget = kv_cache_memory_bytes
+        elif self.device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(self.device)
+            c = self.cfg
+            elem = self.loaded.dtype.itemsize
+            act = max_num_batched_tokens * elem * 4 * (
+                4 * c.hidden_size + 2 * c.intermediate_size + (c.num_attention_heads + 2 * c.num_key_value_heads) * c.head_dim)
+            act += max_num_seqs * c.vocab_size * 4 * 4
+            budget = int(total * gpu_memory_utilization) - (total - free) - act
+        else:
+            budget = DEFAULT_CPU_KV_BYTES
+        num = budget // self.kv_block_bytes()
+        cap = cdiv(max_model_len, self.block_size) * max_num_seqs
+        return int(max(0, min(num, cap)))
+
+    def allocate_kv_cache(self, num_blocks: int) -> None:
+        """One ``[num_blocks, block_size, num_kv_heads, head_dim]`` K and V cache per layer."""
+        c = self.cfg
+        shape = (num_blocks, self.block_size, c.num_key_value_heads, c.head_dim)
+        self.kv_caches = []
+        for attn in self.model.attention_layers():
+            k = torch.zeros(shape, dtype=self.loaded.dtype, device=self.device)
+            v = torch.zeros(shape, dtype=self.loaded.dtype, device=self.device)
+            attn.bind_kv_cache(k, v, self.platform)
+            self.kv_caches.append((k, v))
+        logger.info("KV cache: %d blocks of %d tokens (%.1f MiB)", num_blocks, self.block_size,
+                    num_blocks * self.kv_block_bytes() / 2**20)
+
+    # ---- one step ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def execute(self, sched: SchedulerOutput) -> RunnerOutput:
+        for rid in sched.finished_req_ids:
+            self.generators.pop(rid, None)
+        out = RunnerOutput()
+        if sched.is_empty:
+            return out
+        inp = build_step_inputs(sched, self.block_size, self.device)
+        with forward_context(inp.attn):
+            hidden = self.model(inp.input_ids, inp.positions)  # [T, d]
+        if not inp.sample_req_ids:
+            return out
+        logits = self.model.compute_logits(hidden.index_select(0, inp.logits_indices))  # [S, V] fp32
+        by_id = {s.request.request_id: s.request for s in sched.scheduled}
+        reqs = [by_id[rid] for rid in inp.sample_req_ids]
+        for r in reqs:
+            if r.params.seed is not None and r.request_id not in self.generators:
+                self.generators[r.request_id] = Sampler.make_generator(r.params.seed + r.index, self.device)
+        so = self.sampler.sample(logits, reqs, self.generators)
+        for i, rid in enumerate(inp.sample_req_ids):
+            out.sampled[rid] = so.token_ids[i]
+            if so.logprobs is not None and reqs[i].params.logprobs is not None:
+                out.logprob[rid] = so.logprobs[i]
+                out.rank[rid] = so.ranks[i]
+                k = reqs[i].params.logprobs
+                out.top[rid] = list(zip(so.top_ids[i][:k], so.top_logprobs[i][:k]))
+        return out

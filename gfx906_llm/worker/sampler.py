@@ -1,0 +1,127 @@
+"""Token sampling on the device: penalties, temperature, top-k, top-p, min-p, seeds, logprobs.
+
+Log-probabilities are those of the raw model distribution (before penalties and temperature),
+as vLLM V1 returns them by default. Sampling uses the exponential race (``argmax p / q`` with
+``q ~ Exp(1)``), equivalent to drawing from ``p``, so a per-request ``torch.Generator`` makes a
+seeded request reproducible whatever else shares its batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from gfx906_llm.engine.request import Request
+
+
+@dataclass
+class SamplerOutput:
+    token_ids: list[int]
+    logprobs: list[float] | None  # raw logprob of each sampled token
+    ranks: list[int] | None  # 1 = most likely
+    top_ids: list[list[int]] | None  # per row, up to max requested top logprobs
+    top_logprobs: list[list[float]] | None
+
+
+def _apply_penalties(logits: torch.Tensor, reqs: list[Request]) -> None:
+    rows = [i for i, r in enumerate(reqs) if r.params.repetition_penalty != 1.0
+            or r.params.presence_penalty != 0.0 or r.params.frequency_penalty != 0.0]
+    if not rows:
+        return
+    V = logits.shape[1]
+    dev = logits.device
+    for i in rows:
+        p = reqs[i].params
+        out = torch.tensor(reqs[i].output_token_ids, dtype=torch.long, device=dev)
+        if p.repetition_penalty != 1.0:
+            seen = torch.tensor(reqs[i].all_token_ids, dtype=torch.long, device=dev).unique()
+            vals = logits[i, seen]
+            logits[i, seen] = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
+        if out.numel() and (p.presence_penalty != 0.0 or p.frequency_penalty != 0.0):
+            counts = torch.bincount(out, minlength=V).to(logits.dtype)
+            logits[i] -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).to(logits.dtype)
+
+
+def _apply_min_tokens(logits: torch.Tensor, reqs: list[Request]) -> None:
+    for i, r in enumerate(reqs):
+        if len(r.output_token_ids) < r.params.min_tokens:
+            banned = list(r.params.stop_token_ids)
+            if not r.params.ignore_eos:
+                banned += list(r.eos_token_ids)
+            if banned:
+                logits[i, banned] = float("-inf")
+
+
+def _top_k_top_p_min_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
+                       min_p: torch.Tensor) -> torch.Tensor:
+    """Mask (to -inf) what top-k / top-p / min-p drop. ``logits`` ``[S, V]`` already tempered."""
+    V = logits.shape[1]
+    if bool((min_p > 0).any()):
+        probs = logits.softmax(-1)
+        thresh = probs.max(-1, keepdim=True).values * min_p[:, None]
+        logits = logits.masked_fill(probs < thresh, float("-inf"))
+    need_k = bool(((top_k > 0) & (top_k < V)).any())
+    need_p = bool((top_p < 1.0).any())
+    if not (need_k or need_p):
+        return logits
+    sorted_logits, idx = logits.sort(-1, descending=True)
+    mask = torch.zeros_like(sorted_logits, dtype=torch.bool)
+    if need_k:
+        k = torch.where(top_k > 0, top_k, V).clamp(max=V)
+        mask |= torch.arange(V, device=logits.device)[None, :] >= k[:, None]
+    if need_p:
+        probs = sorted_logits.softmax(-1)
+        cum = probs.cumsum(-1)
+        mask |= (cum - probs) > top_p[:, None]  # keep the smallest prefix whose mass reaches top_p
+    sorted_logits = sorted_logits.masked_fill(mask, float("-inf"))
+    return torch.empty_like(logits).scatter_(1, idx, sorted_logits)
+
+
+class Sampler:
+    """``sample(logits [S, V] fp32, reqs, generators) -> SamplerOutput`` (one host copy)."""
+
+    def sample(self, logits: torch.Tensor, reqs: list[Request],
+               generators: dict[str, torch.Generator]) -> SamplerOutput:
+        dev = logits.device
+        want_lp = [r.params.logprobs for r in reqs]
+        need_lp = any(x is not None for x in want_lp)
+        raw_logprobs = torch.log_softmax(logits, dim=-1) if need_lp else None
+        logits = logits.clone() if need_lp else logits
+        _apply_penalties(logits, reqs)
+        _apply_min_tokens(logits, reqs)
+
+        greedy = torch.tensor([r.params.greedy for r in reqs], device=dev)
+        sampled = logits.argmax(-1)
+        if not bool(greedy.all()):
+            temp = torch.tensor([max(r.params.temperature, 1e-5) for r in reqs], device=dev, dtype=logits.dtype)
+            top_k = torch.tensor([r.params.top_k for r in reqs], device=dev)
+            top_p = torch.tensor([r.params.top_p for r in reqs], device=dev, dtype=logits.dtype)
+            min_p = torch.tensor([r.params.min_p for r in reqs], device=dev, dtype=logits.dtype)
+            tempered = _top_k_top_p_min_p(logits / temp[:, None], top_k, top_p, min_p)
+            probs = tempered.softmax(-1)
+            q = torch.empty_like(probs).exponential_()
+            for i, r in enumerate(reqs):
+                g = generators.get(r.request_id)
+                if g is not None:  # seeded requests draw from their own stream
+                    q[i].exponential_(generator=g)
+            race = (probs / q).argmax(-1)
+            sampled = torch.where(greedy, sampled, race)
+
+        if not need_lp:
+            return SamplerOutput(sampled.tolist(), None, None, None, None)
+        k = max(x or 0 for x in want_lp)
+        chosen = raw_logprobs.gather(1, sampled[:, None]).squeeze(1)
+        ranks = (raw_logprobs > chosen[:, None]).sum(-1) + 1
+        top_lp, top_ids = raw_logprobs.topk(k, dim=-1) if k > 0 else (raw_logprobs[:, :0], sampled[:, None][:, :0])
+        host = torch.stack([sampled.double(), chosen.double(), ranks.double()]).cpu()
+        return SamplerOutput(
+            host[0].long().tolist(), host[1].tolist(), host[2].long().tolist(),
+            top_ids.cpu().tolist(), top_lp.float().cpu().tolist(),
+        )
+
+    @staticmethod
+    def make_generator(seed: int, device: torch.device) -> torch.Generator:
+        g = torch.Generator(device=device)
+        g.manual_seed(seed)
+        return g

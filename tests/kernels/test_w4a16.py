@@ -1,0 +1,136 @@
+"""Fused dequantise + GEMV/GEMM (kernels/gfx906/w4a16_gemv.py, w4a16_gemm.py) against ``x @ dequant(W).T`` in fp32 on
+fresh random data (Triton interpreter on the CPU, tiny shapes; real sizes on a GPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gfx906_llm.quant.packing import act_order_perm, pack_internal
+
+pytest.importorskip("triton")
+from gfx906_llm.kernels.gfx906 import w4a16_gemm as w4  # noqa: E402
+from gfx906_llm.kernels.gfx906 import w4a16_gemv  # noqa: E402
+
+GPU = torch.cuda.is_available()
+DEV = "cuda" if GPU else "cpu"  # CPU: the interpreter (tests/conftest.py sets TRITON_INTERPRET=1)
+
+
+def make_weight(K, N, bits, group, asym, act_order, device=DEV):
+    """Random packed weight and its fp32 dequantisation ``W [N, K]`` (from the unpacked values)."""
+    g = K if group == -1 else group
+    q = torch.randint(0, 2**bits, (K, N))
+    s = (torch.rand(K // g, N) * 0.02 + 0.001).half()
+    z = torch.randint(0, 2**bits, (K // g, N)) if asym else None
+    g_idx = torch.randperm(K) // g if act_order else torch.arange(K) // g
+    perm = act_order_perm(g_idx, g, K) if act_order else None
+    zz = z[g_idx].float() if asym else 2.0 ** (bits - 1)
+    w = ((q.float() - zz) * s.float()[g_idx]).t().contiguous()
+    pw = pack_internal(q, s, z, bits, group, perm)
+    t = {k: (v.to(device) if v is not None else None) for k, v in
+         dict(qweight=pw.qweight, scales=pw.scales, zeros=pw.zeros, perm=pw.perm).items()}
+    return t, pw.group_size, w.to(device)
+
+
+def run(x, t, bits, group_size, bias=None, **kw):
+    return w4.w4a16_linear(x, t["qweight"], t["scales"], t["zeros"], t["perm"], bias, bits, group_size, x.shape[1], **kw)
+
+
+CASES = [  # bits, group, asym, act_order, K, N
+    (4, 128, False, False, 256, 64), (4, 32, True, True, 128, 48), (4, 64, True, False, 320, 32),
+    (8, 32, False, True, 128, 40), (8, -1, True, False, 96, 64), (4, -1, False, False, 136, 32)]
+
+
+@pytest.mark.parametrize("bits,group,asym,act_order,K,N", CASES)
+@pytest.mark.parametrize("M", [1, 5, 16])
+def test_gemv(bits, group, asym, act_order, K, N, M):
+    t, gs, w = make_weight(K, N, bits, group, asym, act_order)
+    x = torch.randn(M, K, device=DEV).half()
+    bias = torch.randn(N, device=DEV).half() if M == 5 else None
+    y = run(x, t, bits, gs, bias, force="gemv")
+    ref = x.float() @ w.t() + (bias.float() if bias is not None else 0)
+    assert y.dtype == torch.float16 and y.shape == (M, N)
+    # fp16 output rounding (2**-11 relative) of values up to max|ref|
+    torch.testing.assert_close(y.float(), ref, rtol=2e-3, atol=1e-3 * ref.abs().max().item())
+
+
+def test_gemv_split_k_and_fp32():
+    """Many K blocks over few column tiles: split-K with the ticket fix-up, fp32 activations."""
+    t, gs, w = make_weight(512, 32, 4, 64, True, False)
+    x = torch.randn(1, 512, device=DEV)
+    p = w4a16_gemv.gemv_launch_params(1, 32, 512 // 128, 4, "default")
+    assert p["SPLIT_K"] > 1
+    for _ in range(2):  # the counters must be back at 0 for the second launch
+        y = run(x, t, 4, gs, force="gemv")
+        torch.testing.assert_close(y, x @ w.t(), rtol=1e-5, atol=1e-4)
+    assert int(w4a16_gemv.ticket_counters(x.device).abs().sum()) == 0
+
+
+@pytest.mark.parametrize("bits,group,asym,act_order,K,N", CASES[:4])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_gemm(bits, group, asym, act_order, K, N, dtype):
+    t, gs, w = make_weight(K, N, bits, group, asym, act_order)
+    M = 40
+    x = torch.randn(M, K, device=DEV).to(dtype)
+    bias = torch.randn(N, device=DEV).to(dtype)
+    y = run(x, t, bits, gs, bias, force="gemm", override=dict(BLOCK_M=32, BLOCK_N=32))
+    ref = x.float() @ w.t() + bias.float()
+    assert y.dtype == dtype
+    # fp16: the dequantised weight and the output are rounded to fp16 (2**-11 relative each)
+    tol = 2e-3 if dtype == torch.float16 else 1e-5
+    torch.testing.assert_close(y.float(), ref, rtol=tol, atol=tol * ref.abs().max().item())
+
+
+def test_isa_specs_are_well_formed():
+    specs = w4a16_gemv.isa_specs() + w4.isa_specs()
+    assert {s["arch"] for s in specs} >= {"gfx906", "cuda"}
+    for s in specs:
+        assert set(s["constexprs"]) <= {k for k, v in s["signature"].items() if v == "constexpr"}
+        assert s["fn"] in (w4a16_gemv.w4a16_gemv_kernel, w4.w4a16_gemm_kernel)
+
+
+@pytest.mark.parametrize("bits,group,asym,act_order,K,N", [CASES[1], CASES[3], CASES[5]])
+@pytest.mark.parametrize("expand,magic", [(True, True), (False, True), (True, False)])
+def test_expand_and_magic_variants(bits, group, asym, act_order, K, N, expand, magic):
+    """The matrix-core variants (one K=KB dot per block, exponent-trick conversions) on every path."""
+    t, gs, w = make_weight(K, N, bits, group, asym, act_order)
+    for M, kind in ((1, "gemv"), (6, "gemv"), (20, "gemm")):
+        x = torch.randn(M, K, device=DEV).half()
+        ov = dict(EXPAND=expand, MAGIC=magic) if kind == "gemm" else dict(EXPAND=expand, MAGIC=magic, USE_DOT=M > 1)
+        if kind == "gemm":
+            ov.update(BLOCK_M=32, BLOCK_N=32)
+        y = run(x, t, bits, gs, force=kind, override=ov)
+        ref = x.float() @ w.t()
+        torch.testing.assert_close(y.float(), ref, rtol=2e-3, atol=2e-3 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+def test_dequantize_then_matmul(dtype):
+    t, gs, w = make_weight(160, 48, 4, 32, True, True)
+    wt = w4.dequantize(t["qweight"], t["scales"], t["zeros"], t["perm"], 4, gs, 160, dtype)
+    torch.testing.assert_close(wt.float(), w.t().to(dtype).float())
+    x = torch.randn(24, 160, device=DEV).to(dtype)
+    bias = torch.randn(48, device=DEV).to(dtype)
+    y = run(x, t, 4, gs, bias, force="dequant")
+    ref = x.float() @ w.t() + bias.float()
+    tol = 2e-3 if dtype == torch.float16 else 1e-5
+    torch.testing.assert_close(y.float(), ref, rtol=tol, atol=tol * ref.abs().max().item())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not GPU, reason="needs a GPU")
+@pytest.mark.parametrize("bits,group,asym,act_order", [(4, 128, False, False), (4, 32, True, True),
+                                                       (8, -1, False, False), (8, 64, True, False)])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_real_sizes_gpu(bits, group, asym, act_order, dtype):
+    """Every dispatch path (GEMV, GEMM, dequantise + matmul) at real sizes, repeated launches."""
+    K, N = 4096, 1024 + 96
+    t, gs, w = make_weight(K, N, bits, group, asym, act_order, "cuda")
+    for M in (1, 2, 7, 16, 17, 300):
+        x = torch.randn(M, K, device="cuda").to(dtype)
+        ref = x.float() @ w.t()
+        tol = 2e-3 if dtype == torch.float16 else 1e-2
+        for force in (None, "gemm", "dequant") if M > 16 else (None,):
+            for _ in range(3):
+                y = run(x, t, bits, gs, force=force)
+                torch.testing.assert_close(y.float(), ref, rtol=tol, atol=tol * ref.abs().max().item())

@@ -1,0 +1,124 @@
+"""Small random-weight models built from transformers' own config classes, saved as HF folders
+(safetensors), loaded by the engine: logits match transformers, through prefill chunks and decode."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from gfx906_llm.engine.request import Request
+from gfx906_llm.engine.scheduler import ScheduledRequest, SchedulerOutput
+from gfx906_llm.llm import LLM
+from gfx906_llm.sampling_params import SamplingParams
+from gfx906_llm.worker.inputs import build_step_inputs
+from gfx906_llm.attention.metadata import forward_context
+
+VOCAB = 256
+
+
+def _tokenizer(folder):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(VOCAB)}, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="w1", unk_token="w0").save_pretrained(folder)
+
+
+def _make(kind: str, folder):
+    import transformers as tf
+
+    common = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                  eos_token_id=1, bos_token_id=2)
+    if kind == "qwen2":
+        cfg = tf.Qwen2Config(**common, tie_word_embeddings=True)
+    elif kind == "qwen3":
+        cfg = tf.Qwen3Config(**common, head_dim=32, tie_word_embeddings=False)
+    elif kind == "llama3":
+        cfg = tf.LlamaConfig(**common, tie_word_embeddings=False,
+                             rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                           "high_freq_factor": 4.0, "original_max_position_embeddings": 64})
+    else:
+        cfg = tf.MistralConfig(**common, tie_word_embeddings=False, sliding_window=None)
+    torch.manual_seed(torch.seed())
+    model = tf.AutoModelForCausalLM.from_config(cfg).float().eval()
+    with torch.no_grad():  # larger weights than the 0.02 init, so the logits are far from uniform
+        for p in model.parameters():
+            if p.dim() >= 1 and p.numel() > 64:
+                p.mul_(5.0)
+            elif p.dim() == 1:
+                p.add_(0.1 * torch.randn_like(p))
+    model.save_pretrained(folder)
+    _tokenizer(folder)
+    return model
+
+
+def _our_logits(llm: LLM, ids: list[int], chunks: list[int]) -> torch.Tensor:
+    """Run the prompt through our model in the given chunk sizes; logits of every position."""
+    e = llm.engine
+    req = Request("t", ids, SamplingParams(), 1)
+    e.block_manager.allocate_slots("t", len(ids))
+    blocks = e.block_manager.get_block_ids("t")
+    rows = []
+    done = 0
+    for n in chunks:
+        sched = SchedulerOutput([ScheduledRequest(req, n, done, blocks)], n)
+        inp = build_step_inputs(sched, e.config.block_size, torch.device("cpu"))
+        with torch.no_grad(), forward_context(inp.attn):
+            hidden = e.runner.model(inp.input_ids, inp.positions)
+        rows.append(e.runner.model.compute_logits(hidden))
+        done += n
+    e.block_manager.free("t")
+    return torch.cat(rows)
+
+
+@pytest.mark.parametrize("kind", ["qwen2", "qwen3", "llama3", "mistral"])
+def test_logits_match_transformers(kind, tmp_path):
+    hf = _make(kind, tmp_path)
+    llm = LLM(str(tmp_path), dtype="float32", max_model_len=128, kv_cache_memory_bytes=1 << 22)
+    ids = torch.randint(3, VOCAB, (40,)).tolist()
+    with torch.no_grad():
+        ref = hf(torch.tensor([ids])).logits[0].float()
+    for chunks in ([40], [13, 17, 1, 1, 8], [1] * 40):
+        ours = _our_logits(llm, ids, chunks)
+        torch.testing.assert_close(ours, ref, atol=2e-4, rtol=2e-4)
+    assert ref.std() > 0.5  # the comparison is not between near-constant logits
+
+
+def test_transformers4_schema_and_bad_folders(tmp_path):
+    _make("llama3", tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    # rewrite in the transformers 4 schema: rope_theta + rope_scaling + torch_dtype
+    rp = cfg.pop("rope_parameters", None) or {}
+    cfg["rope_theta"] = 50000.0
+    cfg["rope_scaling"] = {k: v for k, v in rp.items() if k != "rope_theta"} or cfg.get("rope_scaling")
+    cfg.pop("dtype", None)
+    cfg["torch_dtype"] = "bfloat16"
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    llm = LLM(str(tmp_path), dtype="float32", max_model_len=64, kv_cache_memory_bytes=1 << 20)
+    mc = llm.engine.model_config
+    assert mc.rope_theta == 50000.0 and mc.rope_scaling["rope_type"] == "llama3"
+    assert mc.checkpoint_dtype == torch.bfloat16
+
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="model.safetensors"):
+        LLM(str(tmp_path), dtype="float32", max_model_len=64, kv_cache_memory_bytes=1 << 20)
+
+
+def test_unknown_architecture_is_named(tmp_path):
+    _make("qwen2", tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["architectures"] = ["FancyNewForCausalLM"]
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="FancyNewForCausalLM.*supported: .*LlamaForCausalLM"):
+        LLM(str(tmp_path), dtype="float32")
+
+
+def test_malformed_gguf_is_named(tmp_path):
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\x00" * 64)
+    with pytest.raises(ValueError, match="broken.gguf"):
+        LLM(str(bad))
