@@ -1,4 +1,4 @@
-"""``gfx906-llm``: serve | generate | chat | env | kernels | quantize."""
+"""``gfx906-llm``: serve | generate | chat | bench | env | kernels | quantize."""
 
 from __future__ import annotations
 
@@ -45,6 +45,10 @@ def _build_parser() -> argparse.ArgumentParser:
     _sampling_args(chat)
     chat.add_argument("--system", default=None, help="system prompt")
     EngineConfig.add_cli_args(chat)
+
+    from gfx906_llm.bench.cli import add_bench_parser
+
+    add_bench_parser(sub)
 
     sub.add_parser("env", help="what platform, arch and dtype were detected, and why")
 
@@ -152,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_chat(args)
         if args.command == "env":
             return _cmd_env()
+        if args.command == "bench":
+            from gfx906_llm.bench.cli import run_bench
+
+            return run_bench(args)
         if args.command == "kernels":
             rest = list(args.kernel_args)
             if not rest or rest[0] != "report":

@@ -144,6 +144,11 @@ _TRITON_OPS: dict[str, tuple[str, str]] = {}
 _REFERENCE_OPS = {
     "paged_attention": "paged_attention",
     "reshape_and_cache": "reshape_and_cache",
+    "rms_norm": "rms_norm",
+    "fused_add_rms_norm": "fused_add_rms_norm",
+    "silu_and_mul": "silu_and_mul",
+    "gelu_tanh_and_mul": "gelu_tanh_and_mul",
+    "rotary_embedding": "rotary_embedding",
 }
 
 
@@ -154,6 +159,8 @@ def register_triton_op(op: str, module: str, fn: str) -> None:
 
 register_triton_op("paged_attention", "gfx906_llm.kernels.gfx906.attention", "unified_attention")
 register_triton_op("reshape_and_cache", "gfx906_llm.kernels.gfx906.cache_ops", "reshape_and_cache")
+for _op in ("rms_norm", "fused_add_rms_norm", "silu_and_mul", "gelu_tanh_and_mul", "rotary_embedding"):
+    register_triton_op(_op, "gfx906_llm.kernels.gfx906.fused_ops", _op)  # rotary: in place on q, k
 
 
 def use_triton(platform: Platform) -> bool:

@@ -37,3 +37,37 @@ def assert_same_or_tie(a_ids, a_lps, b_ids, b_lps, tie_tol: float = 1e-3, lp_tol
         if x != y:
             raise AssertionError(f"greedy outputs diverge at step {i}: {x} vs {y}")
     assert len(a_ids) == len(b_ids)
+
+
+def engine_logits(llm, ids: list[int], chunks: list[int] | None = None) -> torch.Tensor:
+    """Logits ``[len(ids), vocab]`` of every position from our engine's model, feeding the prompt
+    in the given chunk sizes through the paged KV cache (teacher forcing)."""
+    from gfx906_llm.attention.metadata import forward_context
+    from gfx906_llm.engine.request import Request
+    from gfx906_llm.engine.scheduler import ScheduledRequest, SchedulerOutput
+    from gfx906_llm.sampling_params import SamplingParams
+    from gfx906_llm.worker.inputs import build_step_inputs
+
+    e = llm.engine
+    req = Request("teacher-forcing", ids, SamplingParams(), 1)
+    assert e.block_manager.allocate_slots(req.request_id, len(ids))
+    blocks = e.block_manager.get_block_ids(req.request_id)
+    rows, done = [], 0
+    try:
+        for n in chunks or [len(ids)]:
+            sched = SchedulerOutput([ScheduledRequest(req, n, done, blocks)], n)
+            inp = build_step_inputs(sched, e.config.block_size, e.runner.device)
+            with torch.no_grad(), forward_context(inp.attn):
+                hidden = e.runner.model(inp.input_ids, inp.positions)
+            rows.append(e.runner.model.compute_logits(hidden).float().cpu())
+            done += n
+    finally:
+        e.block_manager.free(req.request_id)
+    return torch.cat(rows)
+
+
+def perplexity(logits: torch.Tensor, ids: list[int]) -> float:
+    """exp of the mean negative log-likelihood of ``ids[1:]`` under ``logits[:-1]``."""
+    lp = torch.log_softmax(logits[:-1].float(), dim=-1)
+    nll = -lp.gather(1, torch.tensor(ids[1:])[:, None]).mean()
+    return float(torch.exp(nll))

@@ -86,7 +86,10 @@ class LLMEngine:
                            max_len)
             max_len = num_blocks * config.block_size
         self.max_model_len = max_len
-        self.model_name = (config.served_model_name or [config.model or loaded.path.name])[0]
+        from gfx906_llm.demo_models import DEFAULT_MODEL
+
+        # like vLLM: the served name is the model argument as given (the demo model's short name)
+        self.model_name = (config.served_model_name or [config.model or DEFAULT_MODEL])[0]
         self.runner.allocate_kv_cache(num_blocks)
         self.block_manager = BlockManager(num_blocks, config.block_size)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, budget, max_len,

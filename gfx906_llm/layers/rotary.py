@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gfx906_llm.kernels import reference
+from gfx906_llm.layers.norm import layer_op
 
 
 def _inv_freq(rotary_dim: int, base: float, scaling: dict[str, Any] | None) -> torch.Tensor:
@@ -40,7 +40,9 @@ def _inv_freq(rotary_dim: int, base: float, scaling: dict[str, Any] | None) -> t
 class RotaryEmbedding(nn.Module):
     """Applies rotary embedding to q ``[T, Hq * D]`` and k ``[T, Hkv * D]`` at ``positions [T]``.
 
-    The ``cos_sin_cache`` buffer is ``[max_position, rotary_dim]`` fp32 (cos | sin).
+    The ``cos_sin_cache`` buffer is ``[max_position, rotary_dim]`` fp32 (cos | sin). On GPUs the
+    Triton kernel rotates ``q`` and ``k`` in place and returns them; on the CPU the reference
+    returns new tensors. Callers use the returned tensors either way.
     """
 
     def __init__(self, head_dim: int, max_position: int, base: float, scaling: dict[str, Any] | None = None):
@@ -56,7 +58,8 @@ class RotaryEmbedding(nn.Module):
         T = q.shape[0]
         q3 = q.view(T, -1, self.head_dim)
         k3 = k.view(T, -1, self.head_dim)
-        q3, k3 = reference.rotary_embedding(positions, q3, k3, self.cos_sin_cache)
+        # reference (CPU): new tensors; Triton (GPU): q3, k3 rotated in place (views into qkv)
+        q3, k3 = layer_op("rotary_embedding", q.device)(positions, q3, k3, self.cos_sin_cache)
         return q3.reshape(T, -1), k3.reshape(T, -1)
 
 

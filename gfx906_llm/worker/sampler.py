@@ -2,7 +2,7 @@
 
 Log-probabilities are those of the raw model distribution (before penalties and temperature),
 as vLLM V1 returns them by default. Sampling uses the exponential race (``argmax p / q`` with
-``q ~ Exp(1)``), equivalent to drawing from ``p``, so a per-request ``torch.Generator`` makes a
+``q = -log(U) ~ Exp(1)``), equivalent to drawing from ``p``, so a per-request ``torch.Generator`` makes a
 seeded request reproducible whatever else shares its batch.
 """
 
@@ -100,11 +100,12 @@ class Sampler:
             min_p = torch.tensor([r.params.min_p for r in reqs], device=dev, dtype=logits.dtype)
             tempered = _top_k_top_p_min_p(logits / temp[:, None], top_k, top_p, min_p)
             probs = tempered.softmax(-1)
-            q = torch.empty_like(probs).exponential_()
-            for i, r in enumerate(reqs):
-                g = generators.get(r.request_id)
-                if g is not None:  # seeded requests draw from their own stream
-                    q[i].exponential_(generator=g)
+            # q ~ Exp(1) as -log(U): several times faster than exponential_() on CPUs
+            seeded = [i for i, r in enumerate(reqs) if r.request_id in generators]
+            q = torch.rand_like(probs) if len(seeded) < len(reqs) else torch.empty_like(probs)
+            for i in seeded:  # seeded requests draw from their own stream
+                torch.rand(q.shape[1], generator=generators[reqs[i].request_id], device=dev, out=q[i])
+            q = q.log_().neg_()
             race = (probs / q).argmax(-1)
             sampled = torch.where(greedy, sampled, race)
 

@@ -89,19 +89,25 @@ def search_scale(
     group_size: int,
     sym: bool,
     n_grid: int = 20,
+    skip_first: int = 0,
 ) -> tuple[torch.Tensor, list[float]]:
     """Grid search of AWQ's per-channel scale for ``linears`` sharing the input ``x``.
 
     Args:
-        x: inputs ``[T, K]`` used for the activation statistic ``mean |x|``.
-        x_search: inputs ``[S, L, K]`` (or ``[T', K]``) fed to ``inspect`` to measure the MSE.
+        x: inputs ``[S, L, K]`` (or ``[T, K]``) used for the activation statistic ``mean |x|``.
+        x_search: inputs ``[S', L, K]`` (or ``[T', K]``) fed to ``inspect`` to measure the MSE.
         inspect: the module whose output is compared (uses the linears' current weights).
+        skip_first: positions at the start of each ``[S, L, K]`` sample left out of the statistic
+            and of the MSE (the attention sink; see ``awq_quantize_model``).
     Returns:
         (best scale ``[K]`` float32, the MSE of every alpha ``i / n_grid`` in grid order).
     """
-    x_mean = x.reshape(-1, x.shape[-1]).abs().float().mean(0)  # [K]
+    def body(t: torch.Tensor) -> torch.Tensor:
+        return t[:, skip_first:] if t.dim() == 3 and t.shape[1] > skip_first else t
+
+    x_mean = body(x).reshape(-1, x.shape[-1]).abs().float().mean(0)  # [K]
     originals = [lin.weight.data.clone() for lin in linears]
-    fp_out = inspect(x_search).float()
+    fp_out = body(inspect(x_search).float())
     losses: list[float] = []
     best, best_s = float("inf"), torch.ones_like(x_mean)
     try:
@@ -111,7 +117,7 @@ def search_scale(
             s = s / (s.max() * s.min()).sqrt()
             for lin, w0 in zip(linears, originals):
                 lin.weight.data = (_fake_quant(w0.float() * s, bits, group_size, sym) / s).to(w0.dtype)
-            loss = float((inspect(x_search).float() - fp_out).pow(2).mean())
+            loss = float((body(inspect(x_search).float()) - fp_out).pow(2).mean())
             losses.append(loss)
             if loss < best:
                 best, best_s = loss, s.clone()
@@ -162,6 +168,7 @@ def awq_quantize_model(
     search_samples: int = 4,
     clip: bool = True,
     min_zero: int = 0,
+    skip_first: int = 0,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, QuantizedWeight]:
     """AWQ-quantise every linear of the decoder layers of a transformers llama-style causal LM.
@@ -170,6 +177,9 @@ def awq_quantize_model(
         model: float32 CPU model, modified in place (scales folded, weights fake-quantised).
         input_ids: int64 ``[S, L]`` calibration samples; the scale search runs the inspected
             modules on the first ``search_samples`` of them, statistics and clipping use all.
+        skip_first: positions at the start of every sample (the attention sink, whose activations
+            are orders of magnitude larger in a few channels) left out of ``mean |x|``, the search
+            MSE and the clipping statistics, so they describe ordinary tokens (as in gptq.py).
     Returns:
         ``{"model.layers.0.self_attn.q_proj": QuantizedWeight, ...}``.
     """
@@ -208,7 +218,7 @@ def awq_quantize_model(
         for g in groups:
             x = inputs[g["linears"][0]]  # [S, L, K]
             inspect = run_attn if g["name"] == "qkv" else g["inspect"]
-            s, _ = search_scale(x, x[:ns], g["linears"], inspect, bits, group_size, sym, n_grid)
+            s, _ = search_scale(x, x[:ns], g["linears"], inspect, bits, group_size, sym, n_grid, skip_first)
             scales.append(s)
         for g, s in zip(groups, scales):  # fold: prev_op outputs / s, linears' inputs * s
             if g["kind"] == "norm":
@@ -224,7 +234,9 @@ def awq_quantize_model(
         for mod, name in names.items():
             w = mod.weight.data
             if clip and not any(t in name for t in ("q_proj", "k_proj")):
-                mv = search_clip(w, inputs[mod], bits, group_size, sym).to(w.dtype)  # [N, K]
+                xin = inputs[mod]
+                xin = xin[:, skip_first:] if xin.dim() == 3 and xin.shape[1] > skip_first else xin
+                mv = search_clip(w, xin, bits, group_size, sym).to(w.dtype)  # [N, K]
                 w = torch.maximum(torch.minimum(w, mv), -mv)
             qw = quantize_rtn(w, bits, group_size, sym, include_zero=False, min_zero=min_zero, bias=mod.bias)
             mod.weight.data = qw.dequantize().to(mod.weight.dtype)

@@ -8,12 +8,8 @@ import json
 import pytest
 import torch
 
-from gfx906_llm.engine.request import Request
-from gfx906_llm.engine.scheduler import ScheduledRequest, SchedulerOutput
 from gfx906_llm.llm import LLM
-from gfx906_llm.sampling_params import SamplingParams
-from gfx906_llm.worker.inputs import build_step_inputs
-from gfx906_llm.attention.metadata import forward_context
+from tests.helpers import engine_logits
 
 VOCAB = 256
 
@@ -56,25 +52,6 @@ def _make(kind: str, folder):
     return model
 
 
-def _our_logits(llm: LLM, ids: list[int], chunks: list[int]) -> torch.Tensor:
-    """Run the prompt through our model in the given chunk sizes; logits of every position."""
-    e = llm.engine
-    req = Request("t", ids, SamplingParams(), 1)
-    e.block_manager.allocate_slots("t", len(ids))
-    blocks = e.block_manager.get_block_ids("t")
-    rows = []
-    done = 0
-    for n in chunks:
-        sched = SchedulerOutput([ScheduledRequest(req, n, done, blocks)], n)
-        inp = build_step_inputs(sched, e.config.block_size, torch.device("cpu"))
-        with torch.no_grad(), forward_context(inp.attn):
-            hidden = e.runner.model(inp.input_ids, inp.positions)
-        rows.append(e.runner.model.compute_logits(hidden))
-        done += n
-    e.block_manager.free("t")
-    return torch.cat(rows)
-
-
 @pytest.mark.parametrize("kind", ["qwen2", "qwen3", "llama3", "mistral"])
 def test_logits_match_transformers(kind, tmp_path):
     hf = _make(kind, tmp_path)
@@ -83,7 +60,7 @@ def test_logits_match_transformers(kind, tmp_path):
     with torch.no_grad():
         ref = hf(torch.tensor([ids])).logits[0].float()
     for chunks in ([40], [13, 17, 1, 1, 8], [1] * 40):
-        ours = _our_logits(llm, ids, chunks)
+        ours = engine_logits(llm, ids, chunks)
         torch.testing.assert_close(ours, ref, atol=2e-4, rtol=2e-4)
     assert ref.std() > 0.5  # the comparison is not between near-constant logits
 

@@ -1,0 +1,332 @@
+"""Fused small ops of a decoder layer, Triton: RMSNorm (with the residual add), gated activations
+(SiLU / tanh-GELU and multiply), and rotary embedding applied in place to q and k.
+
+Same semantics as ``gfx906_llm.kernels.reference`` (``rms_norm``, ``fused_add_rms_norm``,
+``silu_and_mul``, ``gelu_tanh_and_mul``, ``rotary_embedding``), which is the CPU path and the
+test oracle; arithmetic in fp32, rounding to the tensor dtype where the reference rounds (the
+residual sum before the norm, the activation before the multiply).
+
+Sources: RMSNorm (Zhang & Sennrich 2019, arXiv:1910.07467; Gemma's ``1 + weight`` as
+``offset=1.0``); SwiGLU / GeGLU (Shazeer 2020, arXiv:2002.05202); tanh-GELU (Hendrycks & Gimpel
+2016); rotary embedding (RoFormer, Su et al. 2021, arXiv:2104.09864) in the NeoX / Hugging Face
+rotate-half layout; the fused-op set follows vLLM's ``csrc/layernorm_kernels.cu`` and
+``csrc/activation_kernels.cu``.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+# Launch settings per arch (Platform.config_key). Every op here moves a few KiB to a few hundred
+# KiB per launch: at decode it is launch- and latency-bound, at prefill bandwidth-bound. The rule
+# on every arch: each lane moves 8 fp16 (16 bytes: one global_load_dwordx4 / 128-bit load), and
+# registers stay low so occupancy is never the limit.
+#  - RMSNorm: one program per row holds the whole row (BLOCK = next power of 2 of the hidden size)
+#    in registers, so the row is read once; num_warps = BLOCK / (8 * warp size), capped at
+#    max_warps. gfx906 (wave64): hidden 4096 -> 8 warps x 64 lanes x 8 elements; the cross-wave
+#    sum goes through LDS (a few hundred bytes of the 64 KiB). Capping at 8 warps keeps a
+#    hidden-8192 row at 16 fp32 per lane (x, residual) in VGPRs [ISA: no scratch].
+#  - act_and_mul: 2D grid (row, BLOCK columns of the intermediate size); gfx906 BLOCK=1024 with
+#    2 waves = 8 fp16 per lane: Llama-3-8B's 14336 columns make 14 programs per row, so even a
+#    single decode row spreads over 14 of the 60 CUs (larger blocks would put it on fewer CUs,
+#    smaller ones double the programs at prefill for no gain). wave32 targets take 4 warps.
+#  - rotary: grid (token, blocks of BLOCK_H heads over q's then k's heads); gfx906 BLOCK_H=8
+#    heads x 64 pairs (head_dim 128) = 512 fp16 per half = 8 per lane for one wave; cos/sin (fp32)
+#    are read once per program. Same rule with wave32 lanes on gfx1100 and NVIDIA.
+# No matrix cores matter here (no dot products), so gfx90a/gfx942 take gfx906's settings.
+_WAVE64 = {"norm_max_warps": 8, "act_block": 1024, "rope_block_h": 8, "warp_size": 64}
+_WAVE32 = {"norm_max_warps": 8, "act_block": 1024, "rope_block_h": 8, "warp_size": 32}
+CONFIGS: dict[str, dict] = {
+    "gfx906": dict(_WAVE64), "gfx90a": dict(_WAVE64), "gfx942": dict(_WAVE64),
+    "gfx1100": dict(_WAVE32), "cuda": dict(_WAVE32), "default": dict(_WAVE32),
+}
+
+_ACT_CODES = {"silu": 0, "gelu_tanh": 1}
+
+
+def _config() -> dict:
+    from gfx906_llm.platform import detect_platform
+
+    return CONFIGS.get(detect_platform().config_key, CONFIGS["default"])
+
+
+def _warps_for(elements: int, cfg: dict, cap: int) -> int:
+    """Warps so that each lane holds ~8 elements (one 16-byte fp16 load), within [1, cap]."""
+    return max(1, min(cap, elements // (8 * cfg["warp_size"])))
+
+
+@triton.jit
+def rms_norm_kernel(
+    x_ptr, r_ptr, w_ptr, out_ptr, rout_ptr,
+    sx_o, sx_i, sr_o, sr_i, inner, n_cols, eps, offset,
+    HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr,
+):
+    # row = (outer, inner) index into x [..., (inner,) n_cols]: lets q/k norms read [T, H, D] views of qkv
+    row = tl.program_id(0).to(tl.int64)
+    ro = row // inner
+    ri = row % inner
+    cols = tl.arange(0, BLOCK)
+    mask = cols < n_cols
+    x = tl.load(x_ptr + ro * sx_o + ri * sx_i + cols, mask=mask, other=0.0).to(tl.float32)  # [BLOCK]
+    if HAS_RESIDUAL:
+        r = tl.load(r_ptr + ro * sr_o + ri * sr_i + cols, mask=mask, other=0.0).to(tl.float32)
+        s = (x + r).to(rout_ptr.dtype.element_ty)  # the reference adds in the tensor dtype
+        tl.store(rout_ptr + row * n_cols + cols, s, mask=mask)
+        x = s.to(tl.float32)
+    var = tl.sum(x * x, axis=0) / n_cols
+    y = x * tl.rsqrt(var + eps)
+    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    tl.store(out_ptr + row * n_cols + cols, (y * (offset + w)).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def act_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_o, n_inter, ACT: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
+    mask = cols < n_inter
+    g = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)  # gate [BLOCK]
+    u = tl.load(x_ptr + row * stride_x + n_inter + cols, mask=mask, other=0.0).to(tl.float32)  # up
+    if ACT == 0:  # silu(g) = g * sigmoid(g)
+        a = g * tl.sigmoid(g)
+    else:  # 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))), tanh(z) = 2 sigmoid(2z) - 1
+        z = 0.7978845608028654 * (g + 0.044715 * g * g * g)
+        a = g * tl.sigmoid(2.0 * z)
+    a = a.to(out_ptr.dtype.element_ty).to(tl.float32)  # the reference rounds the activation
+    tl.store(out_ptr + row * stride_o + cols, (a * u).to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def rotary_kernel(
+    pos_ptr, q_ptr, k_ptr, cs_ptr, stride_qt, stride_qh, stride_kt, stride_kh, stride_cs,
+    NUM_Q_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HALF: tl.constexpr, HALF_PAD: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
+    t = tl.program_id(0).to(tl.int64)
+    hb = tl.program_id(1)
+    q_blocks = (NUM_Q_HEADS + BLOCK_H - 1) // BLOCK_H
+    pos = tl.load(pos_ptr + t).to(tl.int64)
+    offs_d = tl.arange(0, HALF_PAD)
+    dmask = offs_d < HALF
+    cos = tl.load(cs_ptr + pos * stride_cs + offs_d, mask=dmask, other=0.0)[None, :]  # [1, HALF] fp32
+    sin = tl.load(cs_ptr + pos * stride_cs + HALF + offs_d, mask=dmask, other=0.0)[None, :]
+    # q heads first, then k heads; "stride * 0 +" keeps both branches' head stride a runtime i32
+    # even when Triton specialises a stride argument equal to 1 into a constant
+    if hb < q_blocks:
+        base = q_ptr + t * stride_qt
+        stride_h = stride_qt * 0 + stride_qh
+        offs_h = hb * BLOCK_H + tl.arange(0, BLOCK_H)
+        hmask = offs_h < NUM_Q_HEADS
+    else:
+        base = k_ptr + t * stride_kt
+        stride_h = stride_kt * 0 + stride_kh
+        offs_h = (hb - q_blocks) * BLOCK_H + tl.arange(0, BLOCK_H)
+        hmask = offs_h < NUM_KV_HEADS
+    mask = hmask[:, None] & dmask[None, :]
+    p1 = base + offs_h[:, None] * stride_h + offs_d[None, :]  # [BLOCK_H, HALF_PAD]
+    x1 = tl.load(p1, mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(p1 + HALF, mask=mask, other=0.0).to(tl.float32)
+    tl.store(p1, (x1 * cos - x2 * sin).to(q_ptr.dtype.element_ty), mask=mask)
+    tl.store(p1 + HALF, (x2 * cos + x1 * sin).to(q_ptr.dtype.element_ty), mask=mask)
+
+
+# ---- launchers ------------------------------------------------------------------------------------
+def _row_view(t: torch.Tensor, n: int) -> tuple[torch.Tensor, int, int, int]:
+    """(tensor, outer stride, inner stride, inner count) addressing rows of ``n`` contiguous values."""
+    if t.stride(-1) != 1:
+        t = t.contiguous()
+    if t.dim() == 2:
+        return t, t.stride(0), 0, 1
+    if t.dim() == 3:
+        return t, t.stride(0), t.stride(1), t.shape[1]
+    t = t.reshape(-1, n)
+    return t, t.stride(0), 0, 1
+
+
+def _norm(x, residual, weight, eps, offset):
+    if x.dim() < 1 or weight.dim() != 1 or x.shape[-1] != weight.shape[0]:
+        raise ValueError(f"x {tuple(x.shape)} must end in the weight's size {tuple(weight.shape)}")
+    if residual is not None and (residual.shape != x.shape or residual.dtype != x.dtype):
+        raise ValueError(f"residual {tuple(residual.shape)} {residual.dtype} must match x {tuple(x.shape)} {x.dtype}")
+    n = x.shape[-1]
+    shape = x.shape
+    x2 = x if x.dim() > 1 else x[None]
+    out = torch.empty(shape, dtype=x.dtype, device=x.device)
+    rout = torch.empty(shape, dtype=x.dtype, device=x.device) if residual is not None else out
+    rows = x2.numel() // n if n else 0
+    if rows == 0:
+        return out, rout
+    x2, sx_o, sx_i, inner = _row_view(x2, n)
+    if residual is not None:
+        r2, sr_o, sr_i, r_inner = _row_view(residual if residual.dim() > 1 else residual[None], n)
+        if r_inner != inner:  # a 4D+ input was flattened differently: make both plain rows
+            x2, sx_o, sx_i, inner = _row_view(x2.reshape(-1, n), n)
+            r2, sr_o, sr_i, _ = _row_view(residual.reshape(-1, n), n)
+    else:
+        r2, sr_o, sr_i = x2, 0, 0
+    cfg = _config()
+    block = triton.next_power_of_2(n)
+    # one row lives in registers (hidden 16384: 32 fp32 per lane over 8 wave64s; wider rows would
+    # spill to scratch but stay correct); refuse sizes no model has
+    if block > 65536:
+        raise ValueError(f"hidden size {n} > 65536 is not supported by the one-pass RMSNorm kernel")
+    rms_norm_kernel[(rows,)](
+        x2, r2, weight, out, rout, sx_o, sx_i, sr_o, sr_i, inner, n, float(eps), float(offset),
+        HAS_RESIDUAL=residual is not None, BLOCK=block, num_warps=_warps_for(block, cfg, cfg["norm_max_warps"]),
+    )
+    return out, rout
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, offset: float = 0.0) -> torch.Tensor:
+    """RMSNorm ``x / rms(x) * (offset + weight)`` in fp32, result in ``x.dtype`` (Triton).
+
+    Args:
+        x: ``[..., N]`` fp16/bf16/fp32 with a contiguous last dim preferred (a [T, H, D] view with
+            any outer strides, such as q/k heads inside a fused qkv output, is read in place).
+        weight: ``[N]`` (any float dtype). ``offset=1.0`` is Gemma's ``1 + weight``.
+
+    Returns:
+        A new contiguous ``[..., N]`` tensor.
+
+    Raises:
+        ValueError: ``x``'s last dim does not match ``weight``, or is above 65536.
+    """
+    return _norm(x, None, weight, eps, offset)[0]
+
+
+def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float,
+                       offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``s = x + residual`` (rounded to the dtype); returns ``(rms_norm(s), s)`` in one pass (Triton).
+
+    Both outputs are new tensors (inputs are left untouched), so callers may keep references.
+
+    Raises:
+        ValueError: shape/dtype mismatch between ``x``, ``residual`` and ``weight``.
+    """
+    return _norm(x, residual, weight, eps, offset)
+
+
+def _act_and_mul(x: torch.Tensor, act: str) -> torch.Tensor:
+    if x.shape[-1] % 2:
+        raise ValueError(f"the last dim of x {tuple(x.shape)} must be even (gate | up)")
+    inter = x.shape[-1] // 2
+    out = torch.empty((*x.shape[:-1], inter), dtype=x.dtype, device=x.device)
+    x2 = x.reshape(-1, x.shape[-1]) if x.dim() != 2 else x
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    rows = x2.shape[0]
+    if rows == 0 or inter == 0:
+        return out
+    cfg = _config()
+    block = min(cfg["act_block"], triton.next_power_of_2(inter))
+    o2 = out.view(rows, inter)
+    act_and_mul_kernel[(rows, triton.cdiv(inter, block))](
+        x2, o2, x2.stride(0), o2.stride(0), inter, ACT=_ACT_CODES[act], BLOCK=block,
+        num_warps=_warps_for(block, cfg, 4),
+    )
+    return out
+
+
+def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+    """SwiGLU: ``[..., 2 * I] -> [..., I]`` as ``silu(x[..., :I]) * x[..., I:]`` (Triton).
+
+    Raises:
+        ValueError: odd last dimension.
+    """
+    return _act_and_mul(x, "silu")
+
+
+def gelu_tanh_and_mul(x: torch.Tensor) -> torch.Tensor:
+    """GeGLU with tanh-approximated GELU (Gemma): ``[..., 2 * I] -> [..., I]`` (Triton).
+
+    Raises:
+        ValueError: odd last dimension.
+    """
+    return _act_and_mul(x, "gelu_tanh")
+
+
+def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
+                     cos_sin_cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """NeoX-style (rotate-half) rotary embedding applied IN PLACE to ``q`` and ``k`` (Triton).
+
+    Args:
+        positions: ``[T]`` int32/int64 token positions (< ``cos_sin_cache.shape[0]``; not checked,
+            to avoid a host sync).
+        q: ``[T, Hq, D]`` or ``[T, Hq * D]``; k: ``[T, Hkv, D]`` or ``[T, Hkv * D]``; same float dtype,
+            contiguous last dim; rows may be strided (views into a fused qkv projection output).
+        cos_sin_cache: ``[max_position, D]`` fp32, ``cos`` in the first ``D/2`` columns, ``sin`` in
+            the last ``D/2`` (the layout of ``kernels.reference.rotary_embedding``).
+
+    Returns:
+        ``(q, k)``: the same tensors, rotated.
+
+    Raises:
+        ValueError: mismatched shapes, dtypes or a strided head dimension.
+    """
+    if cos_sin_cache.dim() != 2 or cos_sin_cache.shape[1] % 2:
+        raise ValueError(f"cos_sin_cache must be [max_position, D] with even D, got {tuple(cos_sin_cache.shape)}")
+    d = cos_sin_cache.shape[1]
+    T = positions.shape[0]
+    qv = q.view(T, -1, d) if q.dim() == 2 else q
+    kv = k.view(T, -1, d) if k.dim() == 2 else k
+    if qv.dim() != 3 or kv.dim() != 3 or qv.shape[0] != T or kv.shape[0] != T or qv.shape[2] != d or kv.shape[2] != d:
+        raise ValueError(f"q {tuple(q.shape)} / k {tuple(k.shape)} do not match positions [{T}] and head_dim {d}")
+    if q.dtype != k.dtype or qv.stride(-1) != 1 or kv.stride(-1) != 1:
+        raise ValueError(f"q and k need the same dtype ({q.dtype}, {k.dtype}) and a contiguous head_dim")
+    if cos_sin_cache.dtype != torch.float32:
+        cos_sin_cache = cos_sin_cache.float()
+    if T == 0:
+        return q, k
+    hq, hkv = qv.shape[1], kv.shape[1]
+    cfg = _config()
+    half = d // 2
+    half_pad = triton.next_power_of_2(half)
+    block_h = min(cfg["rope_block_h"], triton.next_power_of_2(max(hq, hkv)))
+    grid = (T, triton.cdiv(hq, block_h) + triton.cdiv(hkv, block_h))
+    rotary_kernel[grid](
+        positions, qv, kv, cos_sin_cache, qv.stride(0), qv.stride(1), kv.stride(0), kv.stride(1),
+        cos_sin_cache.stride(0), NUM_Q_HEADS=hq, NUM_KV_HEADS=hkv, HALF=half, HALF_PAD=half_pad, BLOCK_H=block_h,
+        num_warps=_warps_for(block_h * half_pad, cfg, 4),
+    )
+    return q, k
+
+
+# ---- ISA report -----------------------------------------------------------------------------------
+def isa_specs() -> list[dict]:
+    """Per arch: Llama-3-8B shapes (hidden 4096 with and without the residual, q/k-norm rows of 128,
+    SwiGLU over 14336, rotary 32/8 heads x 128), Gemma-3 GeGLU and its 256-wide rotary, SmolLM2's
+    576-wide norm and 9/3 x 64 rotary."""
+    norm_sig = {"x_ptr": "*fp16", "r_ptr": "*fp16", "w_ptr": "*fp16", "out_ptr": "*fp16", "rout_ptr": "*fp16",
+                "sx_o": "i32", "sx_i": "i32", "sr_o": "i32", "sr_i": "i32", "inner": "i32", "n_cols": "i32",
+                "eps": "fp32", "offset": "fp32", "HAS_RESIDUAL": "constexpr", "BLOCK": "constexpr"}
+    act_sig = {"x_ptr": "*fp16", "out_ptr": "*fp16", "stride_x": "i32", "stride_o": "i32", "n_inter": "i32",
+               "ACT": "constexpr", "BLOCK": "constexpr"}
+    rope_sig = {"pos_ptr": "*i64", "q_ptr": "*fp16", "k_ptr": "*fp16", "cs_ptr": "*fp32",
+                **{s: "i32" for s in ("stride_qt", "stride_qh", "stride_kt", "stride_kh", "stride_cs")},
+                **{c: "constexpr" for c in ("NUM_Q_HEADS", "NUM_KV_HEADS", "HALF", "HALF_PAD", "BLOCK_H")}}
+    specs = []
+    for arch, cfg in CONFIGS.items():
+        if arch == "default":
+            continue
+        for n, res in ((4096, True), (4096, False), (576, True), (128, False)):
+            block = triton.next_power_of_2(n)
+            specs.append({"name": f"rms_norm[{'add_' if res else ''}n{n}]", "fn": rms_norm_kernel,
+                          "signature": norm_sig, "constexprs": {"HAS_RESIDUAL": res, "BLOCK": block},
+                          "num_warps": _warps_for(block, cfg, cfg["norm_max_warps"]), "num_stages": 1, "arch": arch,
+                          "divisible_by_16": ["sx_o", "sx_i", "sr_o", "sr_i", "n_cols"] if n % 16 == 0 else []})
+        for act, inter in (("silu", 14336), ("gelu_tanh", 2048)):
+            block = min(cfg["act_block"], triton.next_power_of_2(inter))
+            specs.append({"name": f"{act}_and_mul[i{inter}]", "fn": act_and_mul_kernel, "signature": act_sig,
+                          "constexprs": {"ACT": _ACT_CODES[act], "BLOCK": block},
+                          "num_warps": _warps_for(block, cfg, 4), "num_stages": 1, "arch": arch,
+                          "divisible_by_16": ["stride_x", "stride_o", "n_inter"]})
+        for hq, hkv, d in ((32, 8, 128), (4, 1, 256), (9, 3, 64)):
+            half_pad = triton.next_power_of_2(d // 2)
+            block_h = min(cfg["rope_block_h"], triton.next_power_of_2(max(hq, hkv)))
+            specs.append({"name": f"rotary[{hq}x{hkv}_d{d}]", "fn": rotary_kernel, "signature": rope_sig,
+                          "constexprs": {"NUM_Q_HEADS": hq, "NUM_KV_HEADS": hkv, "HALF": d // 2, "HALF_PAD": half_pad,
+                                         "BLOCK_H": block_h},
+                          "num_warps": _warps_for(block_h * half_pad, cfg, 4), "num_stages": 1, "arch": arch,
+                          "divisible_by_16": ["stride_qt", "stride_qh", "stride_kt", "stride_kh", "stride_cs"]})
+    return specs
