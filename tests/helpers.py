@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Iterator
+
+import pytest
 import torch
 
 
@@ -71,3 +82,45 @@ def perplexity(logits: torch.Tensor, ids: list[int]) -> float:
     lp = torch.log_softmax(logits[:-1].float(), dim=-1)
     nll = -lp.gather(1, torch.tensor(ids[1:])[:, None]).mean()
     return float(torch.exp(nll))
+
+
+@contextlib.contextmanager
+def serve_subprocess(model_path, *args: str, ready_timeout: float = 240.0) -> Iterator[tuple[str, str]]:
+    """Run ``gfx906-llm serve MODEL ARGS`` on a free loopback port; yields ``(base_url, log_path)``
+    once /health answers, and stops the server (SIGINT, then kill) afterwards."""
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tempfile.NamedTemporaryFile(prefix="gfx906-llm-server-", suffix=".log", delete=False)
+    cmd = [sys.executable, "-m", "gfx906_llm.cli", "serve", str(model_path), "--port", str(port), *args]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+
+    def tail() -> str:
+        with open(log.name, errors="replace") as f:
+            return f.read()[-4000:]
+
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited with {proc.returncode}:\n{tail()}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server not ready after {ready_timeout:.0f} s:\n{tail()}")
+            time.sleep(0.3)
+        yield url, log.name
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        os.unlink(log.name)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 from typing import Iterable
 
-import torch
 from torch import nn
 
 from gfx906_llm.layers.linear import LinearBase, default_weight_loader

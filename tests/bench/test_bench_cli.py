@@ -4,15 +4,11 @@ counts, valid JSON on stdout and in ``--output-json``, and a real PNG from ``ser
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
-import subprocess
-import sys
-import tempfile
-import time
 
 import pytest
+
+from tests.helpers import serve_subprocess
 
 from gfx906_llm.cli import main
 
@@ -73,38 +69,9 @@ def test_serve_unreachable_server_exits_2():
 
 @pytest.fixture(scope="module")
 def server_url(smollm2_gguf_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = tempfile.NamedTemporaryFile(prefix="gfx906-llm-bench-server-", suffix=".log", delete=False)
-    cmd = [sys.executable, "-m", "gfx906_llm.cli", "serve", str(smollm2_gguf_path), "--port", str(port),
-           "--served-model-name", "smol", "--max-model-len", "256", "--kv-cache-memory-bytes", str(16 << 20)]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
-    import httpx
-
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{open(log.name).read()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("server not ready after 240 s")
-            time.sleep(0.3)
+    args = ["--served-model-name", "smol", "--max-model-len", "256", "--kv-cache-memory-bytes", str(16 << 20)]
+    with serve_subprocess(smollm2_gguf_path, *args) as (url, _log):
         yield url
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        os.unlink(log.name)
 
 
 def test_serve_json_and_plot(capsys, tmp_path, server_url):

@@ -3,18 +3,13 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
 from dataclasses import dataclass
 
 import httpx
 import pytest
+
+from tests.helpers import serve_subprocess
 
 API_KEY = "sk-gfx906-test"
 MODEL = "smollm2"
@@ -25,7 +20,6 @@ MAX_MODEL_LEN = 512
 @dataclass
 class Server:
     base_url: str  # http://127.0.0.1:PORT
-    proc: subprocess.Popen
     log_path: str
     api_key: str = API_KEY
     model: str = MODEL  # first served name
@@ -50,44 +44,12 @@ class Server:
         return 0.0  # a labelled counter that has not been incremented yet
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def server(smollm2_gguf_path) -> Server:
-    port = _free_port()
-    log = tempfile.NamedTemporaryFile(prefix="gfx906-llm-server-", suffix=".log", delete=False)
-    cmd = [sys.executable, "-m", "gfx906_llm.cli", "serve", str(smollm2_gguf_path), "--port", str(port),
-           "--api-key", API_KEY, "--served-model-name", MODEL, ALIAS, "--max-model-len", str(MAX_MODEL_LEN),
-           "--kv-cache-memory-bytes", str(32 << 20)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    srv = Server(f"http://127.0.0.1:{port}", proc, log.name)
-    deadline = time.monotonic() + 240
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited with {proc.returncode}:\n{srv.log()[-4000:]}")
-            try:
-                if httpx.get(f"{srv.base_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server not ready after 240 s:\n{srv.log()[-4000:]}")
-            time.sleep(0.5)
-        yield srv
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        os.unlink(log.name)
+    args = ["--api-key", API_KEY, "--served-model-name", MODEL, ALIAS, "--max-model-len", str(MAX_MODEL_LEN),
+            "--kv-cache-memory-bytes", str(32 << 20)]
+    with serve_subprocess(smollm2_gguf_path, *args) as (url, log_path):
+        yield Server(url, log_path)
 
 
 @pytest.fixture(scope="session")
