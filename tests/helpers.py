@@ -124,3 +124,18 @@ def serve_subprocess(model_path, *args: str, ready_timeout: float = 240.0) -> It
             proc.kill()
             proc.wait()
         os.unlink(log.name)
+
+
+def compare_greedy_with_hf_gguf(gguf_path, prompts: list[list[int]], outs) -> list[int]:
+    """Load ``gguf_path`` in transformers (fp32, gguf-py dequantisation) and check each of our
+    greedy outputs (requested with ``logprobs=0``) against it with
+    ``check_greedy_against_reference``; returns the steps compared per prompt."""
+    from transformers import AutoModelForCausalLM
+
+    hf = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32).eval()
+    compared = []
+    for ids, out in zip(prompts, outs):
+        o = out.outputs[0]
+        lps = [o.logprobs[i][t].logprob for i, t in enumerate(o.token_ids)]
+        compared.append(check_greedy_against_reference(o.token_ids, lps, hf_logprobs(hf, ids, o.token_ids)))
+    return compared

@@ -5,17 +5,14 @@ Hugging Face transformers on the same file: greedy tokens and log-probs."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from gfx906_llm.llm import LLM
 from gfx906_llm.sampling_params import SamplingParams
-from tests.helpers import check_greedy_against_reference, hf_logprobs
+from tests.helpers import compare_greedy_with_hf_gguf
 
 
 @pytest.mark.slow
 def test_gemma3_matches_transformers(gemma3_gguf_path):
-    from transformers import AutoModelForCausalLM
-
     llm = LLM(str(gemma3_gguf_path), max_model_len=1024, kv_cache_memory_bytes=64 << 20)
     assert llm.engine.model_config.architecture == "Gemma3ForCausalLM"
     # one prompt longer than the 512-token sliding window, so the window mask matters
@@ -25,12 +22,6 @@ def test_gemma3_matches_transformers(gemma3_gguf_path):
     assert len(prompts[2]) > 512
     outs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=24, ignore_eos=True, logprobs=0))
     del llm
-    hf = AutoModelForCausalLM.from_pretrained(gemma3_gguf_path.parent, gguf_file=gemma3_gguf_path.name,
-                                              dtype=torch.float32).eval()
-    compared = []
-    for ids, out in zip(prompts, outs):
-        o = out.outputs[0]
-        lps = [o.logprobs[i][t].logprob for i, t in enumerate(o.token_ids)]
-        compared.append(check_greedy_against_reference(o.token_ids, lps, hf_logprobs(hf, ids, o.token_ids)))
+    compared = compare_greedy_with_hf_gguf(gemma3_gguf_path, prompts, outs)
     assert min(compared) >= 12 and max(compared) == 24, compared
     assert "France" in outs[0].outputs[0].text  # a base model: it rambles, but on topic

@@ -5,17 +5,14 @@ the same file: greedy tokens and log-probs."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from gfx906_llm.llm import LLM
 from gfx906_llm.sampling_params import SamplingParams
-from tests.helpers import check_greedy_against_reference, hf_logprobs
+from tests.helpers import compare_greedy_with_hf_gguf
 
 
 @pytest.mark.slow
 def test_qwen25_coder_matches_transformers(qwen25_coder_gguf_path):
-    from transformers import AutoModelForCausalLM
-
     llm = LLM(str(qwen25_coder_gguf_path), max_model_len=256, kv_cache_memory_bytes=64 << 20)
     tok = llm.get_tokenizer()
     chat = [{"role": "user", "content": "Write a Python function that reverses a string."}]
@@ -24,12 +21,6 @@ def test_qwen25_coder_matches_transformers(qwen25_coder_gguf_path):
                llm.engine.encode("import numpy as np\n\ndef softmax(x):")]
     outs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=32, ignore_eos=True, logprobs=0))
     del llm
-    hf = AutoModelForCausalLM.from_pretrained(qwen25_coder_gguf_path.parent, gguf_file=qwen25_coder_gguf_path.name,
-                                              dtype=torch.float32).eval()
-    compared = []
-    for ids, out in zip(prompts, outs):
-        o = out.outputs[0]
-        lps = [o.logprobs[i][t].logprob for i, t in enumerate(o.token_ids)]
-        compared.append(check_greedy_against_reference(o.token_ids, lps, hf_logprobs(hf, ids, o.token_ids)))
+    compared = compare_greedy_with_hf_gguf(qwen25_coder_gguf_path, prompts, outs)
     assert min(compared) >= 16 and max(compared) == 32, compared
     assert "def" in outs[0].outputs[0].text
