@@ -139,17 +139,9 @@ def triton_available() -> bool:
     return True
 
 
-# op name -> (module with the Triton launcher, function name); the CPU path uses kernels.reference
+# op name -> (module with the Triton launcher, function name); the torch path is the function of
+# the same name in kernels/reference.py
 _TRITON_OPS: dict[str, tuple[str, str]] = {}
-_REFERENCE_OPS = {
-    "paged_attention": "paged_attention",
-    "reshape_and_cache": "reshape_and_cache",
-    "rms_norm": "rms_norm",
-    "fused_add_rms_norm": "fused_add_rms_norm",
-    "silu_and_mul": "silu_and_mul",
-    "gelu_tanh_and_mul": "gelu_tanh_and_mul",
-    "rotary_embedding": "rotary_embedding",
-}
 
 
 def register_triton_op(op: str, module: str, fn: str) -> None:
@@ -181,4 +173,18 @@ def get_op(op: str, platform: Platform) -> Callable:
             logger.warning("Triton kernel %s unavailable (%s); using the torch path", op, e)
     from gfx906_llm.kernels import reference
 
-    return getattr(reference, _REFERENCE_OPS[op])
+    return getattr(reference, op)
+
+
+def get_device_op(op: str, device: torch.device) -> Callable:
+    """``get_op`` for tensors on ``device``: CPU tensors always take the torch reference (the CPU
+    path and its numerics, whatever GPU is detected); other devices the detected platform's
+    implementation. Detection runs at the first call, never at import time."""
+    return _device_op(op, device.type)
+
+
+@functools.lru_cache(maxsize=None)
+def _device_op(op: str, device_type: str) -> Callable:
+    if device_type == "cpu":
+        return get_op(op, _make("cpu", "CPU tensor"))
+    return get_op(op, detect_platform())

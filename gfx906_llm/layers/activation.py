@@ -5,17 +5,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gfx906_llm.layers.norm import layer_op
+from gfx906_llm.platform import get_device_op
 
 
 class SiluAndMul(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return layer_op("silu_and_mul", x.device)(x)
+        return get_device_op("silu_and_mul", x.device)(x)
 
 
 class GeluTanhAndMul(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return layer_op("gelu_tanh_and_mul", x.device)(x)
+        return get_device_op("gelu_tanh_and_mul", x.device)(x)
 
 
 def get_act_and_mul(name: str) -> nn.Module:

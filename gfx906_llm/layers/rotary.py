@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gfx906_llm.layers.norm import layer_op
+from gfx906_llm.platform import get_device_op
 
 
 def _inv_freq(rotary_dim: int, base: float, scaling: dict[str, Any] | None) -> torch.Tensor:
@@ -59,7 +59,7 @@ class RotaryEmbedding(nn.Module):
         q3 = q.view(T, -1, self.head_dim)
         k3 = k.view(T, -1, self.head_dim)
         # reference (CPU): new tensors; Triton (GPU): q3, k3 rotated in place (views into qkv)
-        q3, k3 = layer_op("rotary_embedding", q.device)(positions, q3, k3, self.cos_sin_cache)
+        q3, k3 = get_device_op("rotary_embedding", q.device)(positions, q3, k3, self.cos_sin_cache)
         return q3.reshape(T, -1), k3.reshape(T, -1)
 
 
