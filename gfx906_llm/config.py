@@ -40,6 +40,8 @@ class EngineConfig:
     seed: int = 0
     served_model_name: list[str] | None = None
     quantization: str | None = None  # None: the checkpoint's; "gguf": keep GGUF blocks; "none": dequantise GGUF
+    enforce_eager: bool = False  # True: no CUDA/HIP graphs for decode steps
+    cuda_graph_sizes: list[int] | None = None  # decode batch sizes to capture (None: 1, 2, 4, 8, 16, 24, ... 256)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -61,6 +63,8 @@ class EngineConfig:
             raise ValueError(f"--gpu-memory-utilization {self.gpu_memory_utilization}: must be in (0, 1]")
         if self.quantization not in (None, "gguf", "none", "gptq", "awq", "compressed-tensors"):
             raise ValueError(f"--quantization {self.quantization!r}: expected gguf, none, gptq, awq or compressed-tensors")
+        if self.cuda_graph_sizes is not None and (not self.cuda_graph_sizes or min(self.cuda_graph_sizes) < 1):
+            raise ValueError(f"--cuda-graph-sizes {self.cuda_graph_sizes}: expected one or more sizes >= 1")
         if self.kv_cache_memory_bytes is not None and self.kv_cache_memory_bytes <= 0:
             raise ValueError(f"kv_cache_memory_bytes {self.kv_cache_memory_bytes}: must be > 0")
 
@@ -85,6 +89,11 @@ class EngineConfig:
         parser.add_argument("--quantization", "-q", default=None,
                             help="GGUF files: 'gguf' keeps the weights in their blocks (default on GPUs), "
                                  "'none' dequantises them at load (default on the CPU)")
+        parser.add_argument("--enforce-eager", action="store_true",
+                            help="run decode steps eagerly instead of replaying CUDA/HIP graphs")
+        parser.add_argument("--cuda-graph-sizes", type=int, nargs="+", default=None,
+                            help="decode batch sizes captured as graphs (default 1 2 4 8 16 24 32 48 64 96 128 "
+                                 "192 256, at most --max-num-seqs)")
 
     @classmethod
     def from_cli_args(cls, args: argparse.Namespace) -> "EngineConfig":

@@ -59,6 +59,7 @@ class LLMEngine:
     def __init__(self, config: EngineConfig):
         from gfx906_llm.loader.model_loader import load_model
         from gfx906_llm.platform import detect_platform
+        from gfx906_llm.worker.cuda_graph import capture_sizes
         from gfx906_llm.worker.model_runner import ModelRunner
 
         self.config = config
@@ -77,8 +78,11 @@ class LLMEngine:
         if not config.enable_chunked_prefill:
             budget = max(budget, max_len)
         self.runner = ModelRunner(loaded, self.platform, config.block_size, config.seed)
+        use_graphs = self.platform.device.startswith("cuda") and not config.enforce_eager
+        graph_sizes = capture_sizes(config.cuda_graph_sizes, config.max_num_seqs) if use_graphs else []
+        graph_bytes = sum(graph_sizes) * cfg.vocab_size * 4 + (256 << 20 if graph_sizes else 0)
         num_blocks = self.runner.profile_num_blocks(config.gpu_memory_utilization, config.kv_cache_memory_bytes,
-                                                    budget, config.max_num_seqs, max_len)
+                                                    budget, config.max_num_seqs, max_len, graph_bytes)
         if num_blocks < 1:
             raise ValueError("no memory left for the KV cache: raise --gpu-memory-utilization or the KV budget")
         if num_blocks * config.block_size < max_len:
@@ -91,6 +95,8 @@ class LLMEngine:
         # like vLLM: the served name is the model argument as given (the demo model's short name)
         self.model_name = (config.served_model_name or [config.model or DEFAULT_MODEL])[0]
         self.runner.allocate_kv_cache(num_blocks)
+        if graph_sizes:
+            self.runner.capture_graphs(graph_sizes, max_len)
         self.block_manager = BlockManager(num_blocks, config.block_size)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, budget, max_len,
                                    config.enable_chunked_prefill)

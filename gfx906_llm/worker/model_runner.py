@@ -12,6 +12,7 @@ from gfx906_llm.config import cdiv
 from gfx906_llm.engine.scheduler import SchedulerOutput
 from gfx906_llm.loader.model_loader import LoadedModel
 from gfx906_llm.platform import Platform
+from gfx906_llm.worker.cuda_graph import DecodeGraphs, is_decode_step
 from gfx906_llm.worker.inputs import build_step_inputs
 from gfx906_llm.worker.sampler import Sampler
 
@@ -41,6 +42,7 @@ class ModelRunner:
         self.sampler = Sampler()
         self.generators: dict[str, torch.Generator] = {}
         self.kv_caches: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.graphs: DecodeGraphs | None = None
         torch.manual_seed(seed)
 
     # ---- KV cache ------------------------------------------------------------------------------
@@ -48,10 +50,12 @@ class ModelRunner:
         return self.block_size * self.cfg.kv_bytes_per_token(self.loaded.dtype)
 
     def profile_num_blocks(self, gpu_memory_utilization: float, kv_cache_memory_bytes: int | None,
-                           max_num_batched_tokens: int, max_num_seqs: int, max_model_len: int) -> int:
+                           max_num_batched_tokens: int, max_num_seqs: int, max_model_len: int,
+                           reserve_bytes: int = 0) -> int:
         """Blocks that fit the budget: an explicit byte count, else on GPUs
-        ``gpu_memory_utilization`` of the device's memory minus what is in use and an activation
-        estimate for a full step, else 1 GiB on the CPU. Never more than all sequences can use."""
+        ``gpu_memory_utilization`` of the device's memory minus what is in use, an activation
+        estimate for a full step and ``reserve_bytes`` (captured graphs), else 1 GiB on the CPU.
+        Never more than all sequences can use."""
         if kv_cache_memory_bytes is not None:
             budget = kv_cache_memory_bytes
         elif self.device.type == "cuda":
@@ -61,7 +65,7 @@ class ModelRunner:
             act = max_num_batched_tokens * elem * 4 * (
                 4 * c.hidden_size + 2 * c.intermediate_size + (c.num_attention_heads + 2 * c.num_key_value_heads) * c.head_dim)
             act += max_num_seqs * c.vocab_size * 4 * 4
-            budget = int(total * gpu_memory_utilization) - (total - free) - act
+            budget = int(total * gpu_memory_utilization) - (total - free) - act - reserve_bytes
         else:
             budget = DEFAULT_CPU_KV_BYTES
         num = budget // self.kv_block_bytes()
@@ -81,6 +85,12 @@ class ModelRunner:
         logger.info("KV cache: %d blocks of %d tokens (%.1f MiB)", num_blocks, self.block_size,
                     num_blocks * self.kv_block_bytes() / 2**20)
 
+    def capture_graphs(self, sizes: list[int], max_model_len: int) -> float:
+        """Capture decode graphs for ``sizes`` (after ``allocate_kv_cache``); returns seconds."""
+        self.graphs = DecodeGraphs(self.model, self.device, sizes, max_model_len, self.block_size,
+                                   capture=self.device.type == "cuda")
+        return self.graphs.capture()
+
     # ---- one step ------------------------------------------------------------------------------
     @torch.inference_mode()
     def execute(self, sched: SchedulerOutput) -> RunnerOutput:
@@ -89,19 +99,25 @@ class ModelRunner:
         out = RunnerOutput()
         if sched.is_empty:
             return out
-        inp = build_step_inputs(sched, self.block_size, self.device)
-        with forward_context(inp.attn):
-            hidden = self.model(inp.input_ids, inp.positions)  # [T, d]
-        if not inp.sample_req_ids:
+        if self.graphs is not None and is_decode_step(sched) and self.graphs.bucket(len(sched.scheduled)):
+            logits, sample_req_ids = self.graphs.run(sched)  # [S, V] fp32, replayed
+        else:
+            inp = build_step_inputs(sched, self.block_size, self.device)
+            with forward_context(inp.attn):
+                hidden = self.model(inp.input_ids, inp.positions)  # [T, d]
+            sample_req_ids = inp.sample_req_ids
+            if not sample_req_ids:
+                return out
+            logits = self.model.compute_logits(hidden.index_select(0, inp.logits_indices))  # [S, V] fp32
+        if not sample_req_ids:
             return out
-        logits = self.model.compute_logits(hidden.index_select(0, inp.logits_indices))  # [S, V] fp32
         by_id = {s.request.request_id: s.request for s in sched.scheduled}
-        reqs = [by_id[rid] for rid in inp.sample_req_ids]
+        reqs = [by_id[rid] for rid in sample_req_ids]
         for r in reqs:
             if r.params.seed is not None and r.request_id not in self.generators:
                 self.generators[r.request_id] = Sampler.make_generator(r.params.seed + r.index, self.device)
         so = self.sampler.sample(logits, reqs, self.generators)
-        for i, rid in enumerate(inp.sample_req_ids):
+        for i, rid in enumerate(sample_req_ids):
             out.sampled[rid] = so.token_ids[i]
             if so.logprobs is not None and reqs[i].params.logprobs is not None:
                 out.logprob[rid] = so.logprobs[i]

@@ -54,15 +54,22 @@ def _apply_min_tokens(logits: torch.Tensor, reqs: list[Request]) -> None:
 
 
 def _top_k_top_p_min_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
-                       min_p: torch.Tensor) -> torch.Tensor:
-    """Mask (to -inf) what top-k / top-p / min-p drop. ``logits`` ``[S, V]`` already tempered."""
+                       min_p: torch.Tensor, reqs: list[Request] | None = None) -> torch.Tensor:
+    """Mask (to -inf) what top-k / top-p / min-p drop. ``logits`` ``[S, V]`` already tempered;
+    which filters apply is decided from ``reqs`` on the host when given (no device sync)."""
     V = logits.shape[1]
-    if bool((min_p > 0).any()):
+    if reqs is None:
+        need_min_p = bool((min_p > 0).any())
+        need_k = bool(((top_k > 0) & (top_k < V)).any())
+        need_p = bool((top_p < 1.0).any())
+    else:
+        need_min_p = any(r.params.min_p > 0 for r in reqs)
+        need_k = any(0 < r.params.top_k < V for r in reqs)
+        need_p = any(r.params.top_p < 1.0 for r in reqs)
+    if need_min_p:
         probs = logits.softmax(-1)
         thresh = probs.max(-1, keepdim=True).values * min_p[:, None]
         logits = logits.masked_fill(probs < thresh, float("-inf"))
-    need_k = bool(((top_k > 0) & (top_k < V)).any())
-    need_p = bool((top_p < 1.0).any())
     if not (need_k or need_p):
         return logits
     sorted_logits, idx = logits.sort(-1, descending=True)
@@ -91,14 +98,14 @@ class Sampler:
         _apply_penalties(logits, reqs)
         _apply_min_tokens(logits, reqs)
 
-        greedy = torch.tensor([r.params.greedy for r in reqs], device=dev)
         sampled = logits.argmax(-1)
-        if not bool(greedy.all()):
+        if not all(r.params.greedy for r in reqs):  # decided on the host: no device sync
+            greedy = torch.tensor([r.params.greedy for r in reqs], device=dev)
             temp = torch.tensor([max(r.params.temperature, 1e-5) for r in reqs], device=dev, dtype=logits.dtype)
             top_k = torch.tensor([r.params.top_k for r in reqs], device=dev)
             top_p = torch.tensor([r.params.top_p for r in reqs], device=dev, dtype=logits.dtype)
             min_p = torch.tensor([r.params.min_p for r in reqs], device=dev, dtype=logits.dtype)
-            tempered = _top_k_top_p_min_p(logits / temp[:, None], top_k, top_p, min_p)
+            tempered = _top_k_top_p_min_p(logits / temp[:, None], top_k, top_p, min_p, reqs)
             probs = tempered.softmax(-1)
             # q ~ Exp(1) as -log(U): several times faster than exponential_() on CPUs
             seeded = [i for i, r in enumerate(reqs) if r.request_id in generators]

@@ -1,0 +1,190 @@
+"""Decode steps replayed from captured graphs (CUDA graphs on NVIDIA, HIP graphs on ROCm).
+
+A decode step (every scheduled request adds exactly one token) launches hundreds of small
+kernels; from Python each launch costs tens of microseconds, more than the kernel itself at
+batch 1. ``DecodeGraphs`` captures ``compute_logits(model(input_ids, positions))`` once per
+batch size in ``sizes`` (vLLM's ``cuda_graph_sizes``), over persistent input buffers, and a step
+then costs three host-to-device copies and one replay.
+
+A batch of ``n`` requests runs in the smallest captured size ``b >= n``; the ``b - n`` padding
+rows are one-token requests of context 1 whose slot is -1 (no KV write) and whose block table row
+is block 0 (read, never written), so they cannot disturb real requests; their logits are dropped.
+The attention kernels take every length from device memory and the graphs are captured with
+``max_seq_len = max_model_len`` (the split-KV segment count is fixed at capture, and the kernel
+splits each request's actual context among the segments), so one graph serves any context.
+
+Without ``capture`` (the CPU, tests) ``run`` executes the same padded step eagerly.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from gfx906_llm.attention.metadata import AttentionMetadata, forward_context
+from gfx906_llm.config import cdiv
+from gfx906_llm.engine.scheduler import SchedulerOutput
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+
+
+def capture_sizes(requested: list[int] | None, max_num_seqs: int) -> list[int]:
+    """Batch sizes to capture: ``requested`` (vLLM's ``--cuda-graph-sizes``) or the defaults, at
+    most ``max_num_seqs``, always including ``min(max_num_seqs, largest)`` so every batch fits.
+
+    Raises:
+        ValueError: a size < 1.
+    """
+    sizes = list(requested) if requested else list(DEFAULT_SIZES)
+    if any(s < 1 for s in sizes):
+        raise ValueError(f"--cuda-graph-sizes {sizes}: sizes must be >= 1")
+    top = min(max(sizes), max_num_seqs)
+    return sorted({s for s in sizes if s <= top} | {top})
+
+
+def is_decode_step(sched: SchedulerOutput) -> bool:
+    """True when every scheduled request adds one token (what the graphs were captured for)."""
+    return bool(sched.scheduled) and sched.total_num_scheduled_tokens == len(sched.scheduled)
+
+
+class DecodeGraphs:
+    """Captured decode steps for ``sizes`` batch sizes.
+
+    Args:
+        model: the model (``forward(input_ids [T] int64, positions [T] int64) -> [T, d]`` and
+            ``compute_logits([S, d]) -> [S, V]`` fp32).
+        device: the model's device.
+        sizes: ascending batch sizes (``capture_sizes``).
+        max_model_len, block_size: set the block table width, ``cdiv(max_model_len, block_size)``.
+        capture: capture graphs (CUDA/ROCm devices); False runs the padded step eagerly.
+    """
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, sizes: list[int], max_model_len: int,
+                 block_size: int, capture: bool = True):
+        self.model = model
+        self.device = device
+        self.sizes = sorted(sizes)
+        self.max_model_len = max_model_len
+        self.block_size = block_size
+        self.capture_enabled = capture
+        B = self.sizes[-1]
+        self.max_blocks = cdiv(max_model_len, block_size)
+        pin = device.type == "cuda"
+        # persistent device inputs: int64 [3, B] = input ids | positions | slot mapping; int32
+        # seq_lens [B] and block table [B, max_blocks]; query_start_loc is always arange (1 token each)
+        self.tok = torch.zeros((3, B), dtype=torch.int64, device=device)
+        self.seq_lens = torch.ones(B, dtype=torch.int32, device=device)
+        self.block_table = torch.zeros((B, self.max_blocks), dtype=torch.int32, device=device)
+        self.query_start_loc = torch.arange(B + 1, dtype=torch.int32, device=device)
+        # pinned host staging, written with numpy, copied asynchronously
+        self.h_tok = torch.zeros((3, B), dtype=torch.int64, pin_memory=pin)
+        self.h_seq = torch.ones(B, dtype=torch.int32, pin_memory=pin)
+        self.h_bt = torch.zeros((B, self.max_blocks), dtype=torch.int32, pin_memory=pin)
+        self.n_tok, self.n_seq, self.n_bt = self.h_tok.numpy(), self.h_seq.numpy(), self.h_bt.numpy()
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.outputs: dict[int, torch.Tensor] = {}
+
+    # ---- capture --------------------------------------------------------------------------------
+    def _meta(self, b: int) -> AttentionMetadata:
+        return AttentionMetadata(num_tokens=b, max_query_len=1, max_seq_len=self.max_model_len,
+                                 query_start_loc=self.query_start_loc[:b + 1], seq_lens=self.seq_lens[:b],
+                                 block_table=self.block_table[:b], slot_mapping=self.tok[2, :b])
+
+    def _step_fn(self, b: int) -> Callable[[], torch.Tensor]:
+        ids, pos = self.tok[0, :b], self.tok[1, :b]
+        return lambda: self.model.compute_logits(self.model(ids, pos))
+
+    @torch.inference_mode()
+    def capture(self) -> float:
+        """Capture every size, largest first, sharing one memory pool. Returns seconds taken.
+
+        The padding inputs (slot -1, context 1, block 0) are what each capture runs on, so the
+        warm-up runs also compile every Triton kernel the decode step uses."""
+        if not self.capture_enabled:
+            return 0.0
+        t0 = time.perf_counter()
+        self._write_padding(0, self.sizes[-1])
+        self._upload(self.sizes[-1])
+        pool = None
+        for b in reversed(self.sizes):
+            fn = self._step_fn(b)
+            with forward_context(self._meta(b)):
+                for _ in range(2):
+                    fn()
+                torch.cuda.synchronize(self.device)
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g, pool=pool):
+                    self.outputs[b] = fn()
+            pool = g.pool()
+            self.graphs[b] = g
+        torch.cuda.synchronize(self.device)
+        dt = time.perf_counter() - t0
+        logger.info("captured decode graphs for batch sizes %s in %.1f s", self.sizes, dt)
+        return dt
+
+    # ---- one step -------------------------------------------------------------------------------
+    def bucket(self, n: int) -> int | None:
+        """The smallest captured size that holds ``n`` requests, or None."""
+        for b in self.sizes:
+            if b >= n:
+                return b
+        return None
+
+    def _write_padding(self, n: int, b: int) -> None:
+        self.n_tok[0, n:b] = 0
+        self.n_tok[1, n:b] = 0
+        self.n_tok[2, n:b] = -1
+        self.n_seq[n:b] = 1
+        self.n_bt[n:b, 0] = 0
+
+    def _upload(self, b: int) -> None:
+        self.tok.copy_(self.h_tok, non_blocking=True)
+        self.seq_lens[:b].copy_(self.h_seq[:b], non_blocking=True)
+        self.block_table[:b].copy_(self.h_bt[:b], non_blocking=True)
+
+    @torch.inference_mode()
+    def run(self, sched: SchedulerOutput) -> tuple[torch.Tensor, list[str]]:
+        """One decode step: ``(logits [S, V] fp32, request ids of the S rows that sample)``.
+
+        The logits tensor is the graph's output buffer: read it before the next ``run``.
+        Raises:
+            ValueError: a step that is not a decode step or is larger than the largest size.
+        """
+        n = len(sched.scheduled)
+        b = self.bucket(n)
+        if b is None or not is_decode_step(sched):
+            raise ValueError(f"not a decode step of at most {self.sizes[-1]} requests")
+        bs = self.block_size
+        rows, sample_ids = [], []
+        for i, s in enumerate(sched.scheduled):
+            p = s.num_computed_tokens
+            blocks = s.block_ids
+            self.n_tok[0, i] = s.request.all_token_ids[p]
+            self.n_tok[1, i] = p
+            self.n_tok[2, i] = blocks[p // bs] * bs + p % bs
+            self.n_seq[i] = p + 1
+            self.n_bt[i, :len(blocks)] = blocks
+            if s.do_sample:
+                rows.append(i)
+                sample_ids.append(s.request.request_id)
+        self._write_padding(n, b)
+        self._upload(b)
+        if b in self.graphs:
+            self.graphs[b].replay()
+            logits = self.outputs[b]
+        else:
+            with forward_context(self._meta(b)):
+                logits = self._step_fn(b)()
+        if len(rows) == n:
+            return logits[:n], sample_ids
+        return logits[torch.as_tensor(np.asarray(rows), device=logits.device)], sample_ids
+
+    def memory_estimate(self, vocab_size: int) -> int:
+        """Bytes the captured outputs keep (fp32 logits of every size), for the KV budget."""
+        return sum(self.sizes) * vocab_size * 4 if self.capture_enabled else 0
