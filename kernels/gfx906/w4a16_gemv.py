@@ -4,12 +4,21 @@
 layout of ``gfx906_llm.quant.packing``: int32 ``[K_pad / pack, N]`` with N contiguous; bit field
 ``j`` of word-row ``b*P + p`` is input row ``b*KB + j*P + p`` (``P = 16``, ``KB = pack * P``);
 ``scales``/``zeros`` ``[K_pad / GROUP, N]``; ``perm`` gathers activations for GPTQ act-order.
-No fp16 copy of the weight is written; accumulation is fp32. Also holds the jit helpers shared
-with ``w4a16_gemm.py``.
+No fp16 copy of the weight is written; accumulation is fp32. The jit helpers shared with
+``w4a16_gemm.py`` live in ``w4a16_common.py``, the HALF2 path's in ``w4a16_half2.py``.
 
 A program owns ``BLOCK_N`` columns and a contiguous range of K blocks (split-K). Per K block it
-loads one ``[P, BLOCK_N]`` int32 tile (four columns per lane: 128-bit loads), then
-* M == 1 (FMA path): for each bit field ``j`` multiplies the integer chunk by the ``P`` matching
+loads one ``[P, BLOCK_N]`` int32 tile (four columns per lane: 128-bit loads; ``PREFETCH`` loads
+the next block before computing this one), then
+* HALF2 (M <= 4 rows, 4-bit, GROUP % 32 == 0, fp16 x): two weights per instruction, as in
+  FasterTransformer / exllama (``dot22_8``): nibbles i and i + 4 of a word (rows ``j*P + p`` with
+  j = i, i + 4) are put into one half2 register under the exponent of 1024 (``lop3`` with
+  0x000f000f / 0x64006400), ``1024 + zero`` is subtracted exactly (the zero point folded into a
+  per-group half2 constant), four ``fma.f16x2`` with the matching activation pairs sum 8 products
+  in half2, converted to fp32 and scaled once per group (fp32 accumulation across words). ``ASM``
+  uses PTX (CUDA only); without it the same arithmetic runs in portable Triton (the CPU tests).
+  Limit: the half2 sums of 4 products must stay finite in fp16 (|x| below ~1000 for 4-bit).
+* M == 1 otherwise (FMA path): for each bit field ``j`` multiplies the integer chunk by the ``P`` matching
   activations (loaded as a ``[P, 1]`` column, directly in the rows' layout) into an element-wise
   ``[P, BLOCK_N]`` accumulator; the group scale and zero are applied once per group to the
   partial sums (``sum x (q - z) s = s (sum x q - z sum x)``), and the reduction over ``P``
@@ -33,20 +42,33 @@ import torch
 import triton
 import triton.language as tl
 
+from gfx906_llm.kernels.gfx906.w4a16_common import (_dequant, _dot, _dq_block, _group_params, _q_to,  # noqa: F401
+                                                    _x_col, _x_tile)
+from gfx906_llm.kernels.gfx906.w4a16_half2 import _half2_prep, _half2_row  # noqa: F401
+
+
 P_ROWS = 16  # == gfx906_llm.quant.packing.INTERLEAVE
 
-# GEMV settings per arch. "m1" is the FMA path (M == 1); "dot" maps the BLOCK_M bucket (next power
-# of two of M) to BLOCK_N; programs_per_cu sets split-K; dot_min_m pads dot rows (16 where
-# matrix cores or NVIDIA's tl.dot need it).
+# GEMV settings per arch. "m1": the FMA path (M == 1), with "HALF2" (use the half2 path where it
+# applies: 4-bit, GROUP % 32 == 0, fp16 x), "ASM" (its PTX form) and "half2" (its launch settings);
+# "half2_m": BLOCK_M (2, 4) -> HALF2 settings for M = 2..4 rows; "dot" maps the BLOCK_M bucket to
+# BLOCK_N; programs_per_cu sets split-K; dot_min_m pads dot rows (16 where matrix cores or
+# NVIDIA's tl.dot need it); PREFETCH: the register double buffer of the next K block.
 # gfx906 (wave64, 60 CUs, 256 VGPRs/lane, no matrix cores, ~880 GB/s read):
 #  - 4-bit weights arrive at ~1.76e12/s and the chip issues ~6.6e12 lane-ops/s: <= ~4 VALU ops
 #    per weight. The K loop of the M == 1 kernel compiles to v_bfe_u32 + v_cvt_f32_ubyte0 +
 #    v_fma_mix_f32 (fp16 x used directly) per weight, 4.7 VALU ops per weight in all (scales,
 #    zeros and moves included): ALU-bound near 80% of HBM speed. MAGIC off: the exponent trick
 #    takes 5.5 (conversions are full rate on GCN).
+#  - HALF2 off: its portable form (the bit-exact emulation the CPU tests run) packs and unpacks
+#    half2 words with integer ops and took 105 VGPRs (2 waves/SIMD) against the FMA path's 64 in
+#    the ISA report. The same idea in GCN asm (v_and_or_b32 with 0x000f000f/0x64006400,
+#    v_pk_add_f16 / v_pk_fma_f16 for q - z, v_dot2_f32_f16 for 2 products into fp32: ~1.6 VALU
+#    ops per weight) is the next step there, but needs a card to validate.
 #  - M == 1: BLOCK_N=128 on 4 waves = 8 int32 per lane per block (two global_load_dwordx4),
 #    63 VGPRs = 4 waves/SIMD in flight to hide HBM latency; the per-lane [P, BLOCK_N] tile keeps
-#    the reduction out of the loop. num_stages=1: waves hide latency, not VGPR copies.
+#    the reduction out of the loop. num_stages=1: waves hide latency, not VGPR copies; no
+#    PREFETCH (another 8 VGPRs per block for nothing measurable on the H200).
 #  - M > 1: tl.dot lowers to v_dot2_f32_f16 FMA code, which needs no padding to 16 rows
 #    (dot_min_m=1) and no EXPAND (its permutes would round-trip LDS): one dot per chunk.
 #    BLOCK_N 64/32 keeps VGPRs at 78-91 (2-3 waves/SIMD, no scratch).
@@ -56,11 +78,24 @@ P_ROWS = 16  # == gfx906_llm.quant.packing.INTERLEAVE
 # gfx90a / gfx942 / gfx1100: like gfx906 for M == 1 (bandwidth bound); M > 1 pads to 16 rows for
 #   MFMA/WMMA; per-chunk dots (EXPAND costs 2x the VGPRs on gfx942 in the ISA report). gfx1100
 #   (wave32) keeps the dot tile on 4 warps: 8 warps spilled (256 VGPRs + scratch), 4 take 110.
-# cuda: from the sweep of benchmarks/bench_w4a16.py on an H200 (132 SMs): M == 1 best with
-#   BLOCK_N=256, 16 programs/SM, plain conversions (the exponent trick was ~2% slower there);
-#   M > 1 best with per-chunk dots (EXPAND's join/permute cost more than they save), MAGIC
-#   conversions, BLOCK_N=128, 4 programs/SM; num_stages made no difference.
-# default: small tiles for the interpreter on the CPU.
+# cuda, from benchmarks/bench_w4a16.py --sweep on an H200 (132 SMs; fractions of the 4.12 TB/s
+#   SM-kernel copy, NOTES_w4a16.md has the tables):
+#  - M == 1: HALF2 with PTX (2.8 SASS instructions per weight against 5.1 for the FMA path;
+#    96-128 registers against 156): BLOCK_N=64 on 2 warps, 16 programs/SM, no PREFETCH:
+#    0.24/0.11/0.47/0.48/0.56-0.59 of copy bandwidth, 1.41-2.18x fp16 on the five Llama-3-8B
+#    shapes (FMA path: 0.62-0.71x of that; tensor-core dots padded to 16 rows: 0.3-0.6x).
+#    The goal (0.85, 3.3x) is not met: issue slots are ~40% used, PREFETCH and num_stages
+#    changed nothing, and every kernel pays ~5 us (cuBLAS too) that the small shapes cannot hide.
+#  - M == 2: HALF2 rows, BLOCK_N=64 on 2 warps, 8 programs/SM: 1.3-1.75x fp16 (dot path ~0.9x).
+#  - M = 3..4: HALF2 4 rows, BLOCK_N=32 on 2 warps, 8 programs/SM, PREFETCH: best on the four
+#    swept shapes (1.0-1.2x fp16) but 0.52-0.66x at 4096x28672, where 896 column tiles leave no
+#    split-K (one 2-warp program per tile): programs_per_cu=16 is the unmeasured fix to try.
+#  - M = 5..16: per-chunk tensor-core dots (EXPAND's join/permute cost more than they save),
+#    MAGIC conversions, BLOCK_N=128 on 4 warps, 4 programs/SM, num_stages=3: 0.74-1.08x fp16.
+#  - The FMA path (M == 1 where HALF2 does not apply: 8-bit, bf16/fp32 x, GROUP 16) keeps
+#    BLOCK_N=256, 4 warps, 16 programs/SM, plain conversions (the exponent trick was ~2% slower).
+# default: small tiles for the interpreter on the CPU; HALF2 in its portable form, so that the CPU
+#   tests run the same pairing, zero folding and group logic as the PTX.
 _AMD_DOT = {"BLOCK_N": {2: 64, 4: 64, 8: 64, 16: 64}, "num_warps": 4, "programs_per_cu": 8, "dot_min_m": 16,
             "EXPAND": False, "MAGIC": False}
 CONFIGS: dict[str, dict] = {
@@ -73,127 +108,19 @@ CONFIGS: dict[str, dict] = {
                "num_stages": 1, "EVEN_K": True},
     "gfx1100": {"m1": {"BLOCK_N": 128, "num_warps": 8, "programs_per_cu": 8, "MAGIC": False},
                 "dot": _AMD_DOT, "num_stages": 1, "EVEN_K": True},
-    "cuda": {"m1": {"BLOCK_N": 256, "num_warps": 4, "programs_per_cu": 16, "MAGIC": False},
+    "cuda": {"m1": {"BLOCK_N": 256, "num_warps": 4, "programs_per_cu": 16, "MAGIC": False, "HALF2": True, "ASM": True,
+                    "half2": {"BLOCK_N": 64, "num_warps": 2, "programs_per_cu": 16}},
+             "half2_m": {2: {"BLOCK_N": 64, "num_warps": 2, "programs_per_cu": 8},
+                         4: {"BLOCK_N": 32, "num_warps": 2, "programs_per_cu": 8, "PREFETCH": True}},
              "dot": {"BLOCK_N": {2: 128, 4: 128, 8: 128, 16: 128}, "num_warps": 4, "programs_per_cu": 4,
-                     "dot_min_m": 16, "EXPAND": False, "MAGIC": True},
+                     "dot_min_m": 16, "EXPAND": False, "MAGIC": True, "num_stages": 3},
              "num_stages": 1, "EVEN_K": True},
-    "default": {"m1": {"BLOCK_N": 64, "num_warps": 4, "programs_per_cu": 4, "MAGIC": False},
+    "default": {"m1": {"BLOCK_N": 64, "num_warps": 4, "programs_per_cu": 4, "MAGIC": False, "HALF2": True},
+                "half2_m": {2: {"BLOCK_N": 32, "num_warps": 4, "programs_per_cu": 4},
+                            4: {"BLOCK_N": 32, "num_warps": 4, "programs_per_cu": 4}},
                 "dot": dict(_AMD_DOT, BLOCK_N={2: 64, 4: 32, 8: 32, 16: 32}, programs_per_cu=4),
                 "num_stages": 1, "EVEN_K": True},
 }
-
-
-@triton.jit
-def _x_tile(x_ptr, perm_ptr, offs_m, mask_m, offs_k, K, stride_xm, HAS_PERM: tl.constexpr, EVEN_K: tl.constexpr):
-    """Activations ``x[m, k]`` for internal rows ``offs_k`` (gathered through perm): [BM, len(offs_k)].
-    EVEN_K (K a multiple of the K block) drops the K mask: no exec-mask branches on AMD."""
-    if EVEN_K:
-        mask_k = offs_k >= 0
-    else:
-        mask_k = offs_k < K
-    if HAS_PERM:
-        kx = tl.load(perm_ptr + offs_k, mask=mask_k, other=0)
-    else:
-        kx = offs_k
-    return tl.load(x_ptr + offs_m[:, None] * stride_xm + kx[None, :],
-                   mask=mask_m[:, None] & mask_k[None, :], other=0.0)
-
-
-@triton.jit
-def _x_col(x_ptr, perm_ptr, offs_k, K, HAS_PERM: tl.constexpr, EVEN_K: tl.constexpr):
-    """Row 0 of x at internal rows ``offs_k`` as an fp32 ``[len(offs_k), 1]`` column."""
-    if HAS_PERM:
-        if EVEN_K:
-            kx = tl.load(perm_ptr + offs_k)
-        else:
-            kx = tl.load(perm_ptr + offs_k, mask=offs_k < K, other=0)
-    else:
-        kx = offs_k
-    if EVEN_K:
-        return tl.load(x_ptr + kx[:, None]).to(tl.float32)
-    return tl.load(x_ptr + kx[:, None], mask=(offs_k < K)[:, None], other=0.0).to(tl.float32)
-
-
-@triton.jit
-def _dot(a, b, acc):
-    """``acc + a @ b`` with fp32 accumulation; fp32 operands stay IEEE fp32 (no TF32)."""
-    if a.dtype == tl.float32:
-        return tl.dot(a, b, acc, input_precision="ieee")
-    return tl.dot(a, b, acc)
-
-
-@triton.jit
-def _group_params(s_ptr, z_ptr, grp, offs_n, mask_n, N, BITS: tl.constexpr, HAS_ZP: tl.constexpr):
-    """fp32 scale and zero ``[BLOCK_N]`` of group ``grp`` (symmetric: zero = 2**(BITS-1))."""
-    s = tl.load(s_ptr + grp * N + offs_n, mask=mask_n, other=0.0).to(tl.float32)
-    if HAS_ZP:
-        z = tl.load(z_ptr + grp * N + offs_n, mask=mask_n, other=0).to(tl.float32)
-    else:
-        z = tl.zeros_like(s) + (1 << (BITS - 1))
-    return s, z
-
-
-@triton.jit
-def _q_to(q, dtype: tl.constexpr, MAGIC: tl.constexpr):
-    """Small non-negative int32 ``q`` (< 1024) as ``dtype``, exactly."""
-    if MAGIC:
-        if dtype == tl.float16:
-            return (q | 0x6400).to(tl.int16).to(tl.float16, bitcast=True) - 1024.0
-        return ((q | 0x4B000000).to(tl.float32, bitcast=True) - 8388608.0).to(dtype)
-    return q.to(dtype)
-
-
-@triton.jit
-def _dequant(w, j: tl.constexpr, s, z, BITS: tl.constexpr, MAGIC: tl.constexpr, dtype: tl.constexpr):
-    """Bit field ``j`` of the word tile ``w`` dequantised with the ``[BLOCK_N]`` fp32 scale and
-    zero: ``[P, BLOCK_N]`` in ``dtype``."""
-    q = (w >> (j * BITS)) & ((1 << BITS) - 1)
-    if dtype == tl.float16:  # (q - z) is exact in fp16; one rounding, as in fp32
-        return (_q_to(q, tl.float16, MAGIC) - z.to(tl.float16)[None, :]) * s.to(tl.float16)[None, :]
-    return ((_q_to(q, tl.float32, MAGIC) - z[None, :]) * s[None, :]).to(dtype)
-
-
-@triton.jit
-def _dq_block(w, kb, s_ptr, z_ptr, offs_n, mask_n, N, BITS: tl.constexpr, GROUP: tl.constexpr,
-              HAS_ZP: tl.constexpr, MAGIC: tl.constexpr, dtype: tl.constexpr):
-    """The whole K block ``kb`` dequantised, rows in natural order: ``[KB, BLOCK_N]``.
-
-    Scales and zeros are loaded at each group start only. The ``pack`` chunks are joined into
-    ``[P, BN, 2, 2(, 2)]`` (chunk j = 4a + 2b + c sits at ``[..., c, b, a]``), permuted to
-    ``[(a,) b, c, P, BN]`` and flattened: row ``j*P + p``."""
-    P: tl.constexpr = 16
-    KB: tl.constexpr = (32 // BITS) * P
-    k0 = kb * KB
-    s, z = _group_params(s_ptr, z_ptr, k0 // GROUP, offs_n, mask_n, N, BITS, HAS_ZP)
-    c0 = _dequant(w, 0, s, z, BITS, MAGIC, dtype)
-    if P % GROUP == 0:
-        s, z = _group_params(s_ptr, z_ptr, (k0 + P) // GROUP, offs_n, mask_n, N, BITS, HAS_ZP)
-    c1 = _dequant(w, 1, s, z, BITS, MAGIC, dtype)
-    if (2 * P) % GROUP == 0:
-        s, z = _group_params(s_ptr, z_ptr, (k0 + 2 * P) // GROUP, offs_n, mask_n, N, BITS, HAS_ZP)
-    c2 = _dequant(w, 2, s, z, BITS, MAGIC, dtype)
-    if (3 * P) % GROUP == 0:
-        s, z = _group_params(s_ptr, z_ptr, (k0 + 3 * P) // GROUP, offs_n, mask_n, N, BITS, HAS_ZP)
-    c3 = _dequant(w, 3, s, z, BITS, MAGIC, dtype)
-    lo = tl.join(tl.join(c0, c1), tl.join(c2, c3))  # [P, BN, 2(c), 2(b)]
-    if BITS == 8:
-        out = tl.reshape(tl.permute(lo, (3, 2, 0, 1)), (KB, w.shape[1]))
-    else:
-        if (4 * P) % GROUP == 0:
-            s, z = _group_params(s_ptr, z_ptr, (k0 + 4 * P) // GROUP, offs_n, mask_n, N, BITS, HAS_ZP)
-        c4 = _dequant(w, 4, s, z, BITS, MAGIC, dtype)
-        if (5 * P) % GROUP == 0:
-            s, z = _group_params(s_ptr, z_ptr, (k0 + 5 * P) // GROUP, offs_n, mask_n, N, BITS, HAS_ZP)
-        c5 = _dequant(w, 5, s, z, BITS, MAGIC, dtype)
-        if (6 * P) % GROUP == 0:
-            s, z = _group_params(s_ptr, z_ptr, (k0 + 6 * P) // GROUP, offs_n, mask_n, N, BITS, HAS_ZP)
-        c6 = _dequant(w, 6, s, z, BITS, MAGIC, dtype)
-        if (7 * P) % GROUP == 0:
-            s, z = _group_params(s_ptr, z_ptr, (k0 + 7 * P) // GROUP, offs_n, mask_n, N, BITS, HAS_ZP)
-        c7 = _dequant(w, 7, s, z, BITS, MAGIC, dtype)
-        hi = tl.join(tl.join(c4, c5), tl.join(c6, c7))
-        out = tl.reshape(tl.permute(tl.join(lo, hi), (4, 3, 2, 0, 1)), (KB, w.shape[1]))
-    return out
 
 
 @triton.jit
@@ -203,6 +130,7 @@ def w4a16_gemv_kernel(
     BITS: tl.constexpr, GROUP: tl.constexpr, HAS_ZP: tl.constexpr, HAS_PERM: tl.constexpr,
     HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr,
     USE_DOT: tl.constexpr, EXPAND: tl.constexpr, MAGIC: tl.constexpr, EVEN_K: tl.constexpr,
+    HALF2: tl.constexpr = False, ASM: tl.constexpr = False, PREFETCH: tl.constexpr = False,
 ):
     P: tl.constexpr = 16
     PACK: tl.constexpr = 32 // BITS
@@ -220,12 +148,35 @@ def w4a16_gemv_kernel(
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     else:
         acc2 = tl.zeros([P, BLOCK_N], dtype=tl.float32)  # element-wise, reduced after the loop
+        if BLOCK_M >= 2:  # HALF2 rows 1..3 (rows past M repeat row M - 1; the store masks them)
+            acc2b = tl.zeros([P, BLOCK_N], dtype=tl.float32)
+            if BLOCK_M == 4:
+                acc2c = tl.zeros([P, BLOCK_N], dtype=tl.float32)
+                acc2d = tl.zeros([P, BLOCK_N], dtype=tl.float32)
     kb_lo = pid_k * blocks_per_split
     kb_hi = tl.minimum(kb_lo + blocks_per_split, num_kblocks)
+    w_ptrs = qw_ptr + offs_p[:, None] * N + offs_n[None, :]
+    if PREFETCH:  # register double buffer: block kb + 1 is in flight while block kb is computed
+        w_next = tl.load(w_ptrs + kb_lo * P * N, mask=mask_n[None, :], other=0)  # splits are never empty
     for kb in range(kb_lo, kb_hi):
-        w = tl.load(qw_ptr + (kb * P + offs_p)[:, None] * N + offs_n[None, :],
-                    mask=mask_n[None, :], other=0)  # [P, BN] int32
-        if USE_DOT and EXPAND:
+        if PREFETCH:
+            w = w_next  # the last iteration reloads its own block (a cache hit) instead of a K mask
+            w_next = tl.load(w_ptrs + tl.minimum(kb + 1, kb_hi - 1) * P * N, mask=mask_n[None, :], other=0)
+        else:
+            w = tl.load(w_ptrs + kb * P * N, mask=mask_n[None, :], other=0)  # [P, BN] int32
+        if HALF2:  # 4-bit, fp16 x, GROUP % 32 == 0, M <= 4
+            t0, t1, t2, t3, s0, s2, s4, s6 = _half2_prep(w, kb, s_ptr, z_ptr, offs_n, mask_n, N, GROUP, HAS_ZP, ASM)
+            acc2 += _half2_row(t0, t1, t2, t3, s0, s2, s4, s6, x_ptr, perm_ptr, kb * KB, offs_p, K, GROUP,
+                               HAS_PERM, EVEN_K, ASM)
+            if BLOCK_M >= 2:
+                acc2b += _half2_row(t0, t1, t2, t3, s0, s2, s4, s6, x_ptr + tl.minimum(1, M - 1) * stride_xm,
+                                    perm_ptr, kb * KB, offs_p, K, GROUP, HAS_PERM, EVEN_K, ASM)
+                if BLOCK_M == 4:
+                    acc2c += _half2_row(t0, t1, t2, t3, s0, s2, s4, s6, x_ptr + tl.minimum(2, M - 1) * stride_xm,
+                                        perm_ptr, kb * KB, offs_p, K, GROUP, HAS_PERM, EVEN_K, ASM)
+                    acc2d += _half2_row(t0, t1, t2, t3, s0, s2, s4, s6, x_ptr + tl.minimum(3, M - 1) * stride_xm,
+                                        perm_ptr, kb * KB, offs_p, K, GROUP, HAS_PERM, EVEN_K, ASM)
+        elif USE_DOT and EXPAND:
             xb = _x_tile(x_ptr, perm_ptr, offs_m, mask_m, kb * KB + tl.arange(0, KB), K, stride_xm, HAS_PERM, EVEN_K)
             acc = _dot(xb, _dq_block(w, kb, s_ptr, z_ptr, offs_n, mask_n, N, BITS, GROUP, HAS_ZP, MAGIC, xb.dtype), acc)
         else:
@@ -248,7 +199,7 @@ def w4a16_gemv_kernel(
                     else:
                         # x as a [P, 1] column loaded straight into the rows' layout (a [1, P]
                         # load reduced to [P] would need a layout conversion through shared memory)
-                        xv = _x_col(x_ptr, perm_ptr, kb * KB + j * P + offs_p, K, HAS_PERM, EVEN_K)
+                        xv = _x_col(x_ptr, perm_ptr, kb * KB + j * P + offs_p, K, HAS_PERM, EVEN_K).to(tl.float32)
                         part2 += xv * _q_to(q, tl.float32, MAGIC)
                         xs1 += xv
                 if USE_DOT:
@@ -256,7 +207,14 @@ def w4a16_gemv_kernel(
                 else:
                     acc2 += (part2 - xs1 * z[None, :]) * s[None, :]
     if not USE_DOT:
-        acc = tl.sum(acc2, axis=0)[None, :]
+        if BLOCK_M == 1:
+            acc = tl.sum(acc2, axis=0)[None, :]
+        elif BLOCK_M == 2:  # rows joined once, after the loop: [BN, 2] -> [2, BN]
+            acc = tl.permute(tl.join(tl.sum(acc2, axis=0), tl.sum(acc2b, axis=0)), (1, 0))
+        else:
+            r = tl.join(tl.join(tl.sum(acc2, axis=0), tl.sum(acc2b, axis=0)),
+                        tl.join(tl.sum(acc2c, axis=0), tl.sum(acc2d, axis=0)))  # [BN, 2 (i), 2 (o)]: row 2o + i
+            acc = tl.reshape(tl.permute(r, (2, 1, 0)), (BLOCK_M, BLOCK_N))
     mask_mn = mask_m[:, None] & mask_n[None, :]
     if SPLIT_K > 1:
         tl.store(ws_ptr + pid_k * M * N + offs_m[:, None] * N + offs_n[None, :], acc, mask=mask_mn)
@@ -305,20 +263,32 @@ def ticket_counters(device: torch.device) -> torch.Tensor:
 
 
 def gemv_launch_params(M: int, N: int, num_kblocks: int, cus: int, arch: str | None = None,
-                       override: dict | None = None) -> dict:
-    """Tile, warps, split-K for ``M <= 16`` rows on ``cus`` compute units (``override``: benchmarks)."""
+                       override: dict | None = None, half2_ok: bool = True) -> dict:
+    """Tile, warps, split-K for ``M <= 16`` rows on ``cus`` compute units (``override``: benchmarks).
+    ``half2_ok``: the weight and x allow the HALF2 path (4-bit, GROUP % 32 == 0, fp16 x); it
+    is taken for M <= 4 where the arch's "m1" / "half2_m" settings (or ``override``) ask for it."""
     cfg = CONFIGS[arch or config_key()]
     block_m = max(1, triton.next_power_of_2(M))
-    if block_m == 1 and not (override or {}).get("USE_DOT", False):
-        c = cfg["m1"]
-        p = dict(BLOCK_M=1, BLOCK_N=c["BLOCK_N"], num_warps=c["num_warps"], programs_per_cu=c["programs_per_cu"],
-                 USE_DOT=False, EXPAND=False, MAGIC=c["MAGIC"])
+    ov = dict(override or {})
+    c1, h2m = cfg["m1"], cfg.get("half2_m", {})  # half2_m: BLOCK_M -> HALF2 launch settings for M > 1
+    default_h2 = c1.get("HALF2", False) if block_m == 1 else block_m in h2m
+    if half2_ok and ov.pop("HALF2", default_h2) and not ov.get("USE_DOT", False) and block_m <= 4:
+        c = dict(c1, **c1.get("half2", {})) if block_m == 1 else h2m.get(block_m, c1.get("half2", c1))
+        p = dict(BLOCK_M=block_m, BLOCK_N=c["BLOCK_N"], num_warps=c["num_warps"], programs_per_cu=c["programs_per_cu"],
+                 USE_DOT=False, EXPAND=False, MAGIC=False, HALF2=True, ASM=c1.get("ASM", False))
+    elif block_m == 1 and not ov.get("USE_DOT", False):
+        c = c1
+        p = dict(BLOCK_M=1, BLOCK_N=c1["BLOCK_N"], num_warps=c1["num_warps"], programs_per_cu=c1["programs_per_cu"],
+                 USE_DOT=False, EXPAND=False, MAGIC=c1["MAGIC"], HALF2=False, ASM=False)
     else:
         c = cfg["dot"]
         p = dict(BLOCK_M=max(block_m, c["dot_min_m"]), BLOCK_N=c["BLOCK_N"][max(block_m, 2)], num_warps=c["num_warps"],
-                 programs_per_cu=c["programs_per_cu"], USE_DOT=True, EXPAND=c["EXPAND"], MAGIC=c["MAGIC"])
-    p.update(num_stages=cfg["num_stages"], EVEN_K=cfg["EVEN_K"])
-    p.update(override or {})
+                 programs_per_cu=c["programs_per_cu"], USE_DOT=True, EXPAND=c["EXPAND"], MAGIC=c["MAGIC"],
+                 HALF2=False, ASM=False)
+    p.update(num_stages=c.get("num_stages", cfg["num_stages"]), PREFETCH=c.get("PREFETCH", False))
+    p["EVEN_K"] = cfg["EVEN_K"]
+    ov.pop("HALF2", None)
+    p.update(ov)
     n_tiles = triton.cdiv(N, p["BLOCK_N"])
     want = max(1, p.pop("programs_per_cu") * cus // n_tiles)
     bps = triton.cdiv(num_kblocks, min(want, num_kblocks))
@@ -334,8 +304,9 @@ def gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: to
     M, K = x.shape
     N = qweight.shape[1]
     num_kblocks = qweight.shape[0] // P_ROWS
-    p = gemv_launch_params(M, N, num_kblocks, num_cus(x.device), override=override)
-    assert p["USE_DOT"] or p["BLOCK_M"] == 1 == M, "the FMA path is for M == 1"
+    h2_ok = bits == 4 and group_size % 32 == 0 and x.dtype == torch.float16
+    p = gemv_launch_params(M, N, num_kblocks, num_cus(x.device), override=override, half2_ok=h2_ok)
+    assert p["USE_DOT"] or p["BLOCK_M"] == 1 == M or p["HALF2"], "the FMA path is for M == 1"
     split = p["SPLIT_K"]
     ws = torch.empty((split, M, N) if split > 1 else (1,), dtype=torch.float32, device=x.device)
     n_tiles = triton.cdiv(N, p["BLOCK_N"])
@@ -347,7 +318,7 @@ def gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: to
         BITS=bits, GROUP=group_size, HAS_ZP=zeros is not None, HAS_PERM=perm is not None, HAS_BIAS=bias is not None,
         EVEN_K=p["EVEN_K"] and K == num_kblocks * P_ROWS * (32 // bits), BLOCK_M=p["BLOCK_M"],
         BLOCK_N=p["BLOCK_N"], SPLIT_K=split, USE_DOT=p["USE_DOT"], EXPAND=p["EXPAND"], MAGIC=p["MAGIC"],
-        num_warps=p["num_warps"], num_stages=p["num_stages"])
+        HALF2=p["HALF2"], ASM=p["ASM"], PREFETCH=p["PREFETCH"], num_warps=p["num_warps"], num_stages=p["num_stages"])
     return out
 
 
@@ -369,10 +340,12 @@ def isa_specs() -> list[dict]:
             continue
         for bits, group, zp in ISA_QUANTS:
             for m in (1, 4, 16):
-                p = gemv_launch_params(m, 4096, 4096 // (P_ROWS * 32 // bits), ARCH_CUS[arch], arch)
+                p = gemv_launch_params(m, 4096, 4096 // (P_ROWS * 32 // bits), ARCH_CUS[arch], arch,
+                                       half2_ok=bits == 4 and group % 32 == 0)
                 const = dict(BITS=bits, GROUP=group, HAS_ZP=zp, HAS_PERM=False, HAS_BIAS=False, BLOCK_M=p["BLOCK_M"],
                              BLOCK_N=p["BLOCK_N"], SPLIT_K=p["SPLIT_K"], USE_DOT=p["USE_DOT"], EXPAND=p["EXPAND"],
-                             MAGIC=p["MAGIC"], EVEN_K=p["EVEN_K"])
+                             MAGIC=p["MAGIC"], EVEN_K=p["EVEN_K"], HALF2=p["HALF2"], ASM=p["ASM"],
+                             PREFETCH=p["PREFETCH"])
                 specs.append({"name": f"w4a16_gemv[m{m}_b{bits}_g{group}{'_zp' if zp else ''}]",
                               "fn": w4a16_gemv_kernel, "signature": dict(SIGNATURE, **{k: "constexpr" for k in const}),
                               "constexprs": const, "num_warps": p["num_warps"], "num_stages": p["num_stages"],

@@ -8,7 +8,7 @@ import torch
 
 from gfx906_llm.quant.packing import act_order_perm, pack_internal
 
-pytest.importorskip("triton")
+triton = pytest.importorskip("triton")
 from gfx906_llm.kernels.gfx906 import w4a16_gemm as w4  # noqa: E402
 from gfx906_llm.kernels.gfx906 import w4a16_gemv  # noqa: E402
 
@@ -52,6 +52,50 @@ def test_gemv(bits, group, asym, act_order, K, N, M):
     assert y.dtype == torch.float16 and y.shape == (M, N)
     # fp16 output rounding (2**-11 relative) of values up to max|ref|
     torch.testing.assert_close(y.float(), ref, rtol=2e-3, atol=1e-3 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("bits,group,asym,act_order,K,N", [c for c in CASES if c[0] == 4 and c[1] != -1] + [CASES[5]])
+def test_gemv_half2_rows(bits, group, asym, act_order, K, N):
+    """The HALF2 path (half2 pairs of nibbles i / i + 4, zero folded into the fp16 offset) at 1..4
+    rows, against the FMA path at one row; the CPU runs its portable form (the PTX needs a GPU)."""
+    t, gs, w = make_weight(K, N, bits, group, asym, act_order)
+    for M in (1, 2, 3, 4):
+        x = torch.randn(M, K, device=DEV).half()
+        p = w4a16_gemv.gemv_launch_params(M, N, t["qweight"].shape[0] // 16, 4, override=dict(HALF2=True))
+        assert p["HALF2"] and not p["USE_DOT"] and p["BLOCK_M"] == triton.next_power_of_2(M)
+        y = run(x, t, bits, gs, force="gemv", override=dict(HALF2=True, BLOCK_N=32))
+        ref = x.float() @ w.t()
+        torch.testing.assert_close(y.float(), ref, rtol=2e-3, atol=2e-3 * ref.abs().max().item())
+    y1 = run(x[:1], t, bits, gs, force="gemv", override=dict(HALF2=False))
+    torch.testing.assert_close(y1.float(), ref[:1], rtol=2e-3, atol=2e-3 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("M,ov", [(1, dict(HALF2=True)), (1, dict(HALF2=False)), (2, dict(HALF2=True)),
+                                  (3, dict(HALF2=False, USE_DOT=True))])
+def test_gemv_prefetch(M, ov):
+    """The register double buffer: several K blocks per split, a shorter last split (5 = 2 + 2 + 1)."""
+    t, gs, w = make_weight(640, 32, 4, 64, True, False)
+    ov = dict(ov, PREFETCH=True, programs_per_cu=1, BLOCK_N=32)
+    p = w4a16_gemv.gemv_launch_params(M, 32, 5, 4, override=ov)
+    assert (p["blocks_per_split"], p["SPLIT_K"], p["PREFETCH"]) == (2, 3, True)
+    x = torch.randn(M, 640, device=DEV).half()
+    ref = x.float() @ w.t()
+    y = run(x, t, 4, gs, force="gemv", override=ov)
+    torch.testing.assert_close(y.float(), ref, rtol=2e-3, atol=2e-3 * ref.abs().max().item())
+
+
+def test_half2_eligibility():
+    """HALF2 only for 4-bit, GROUP a multiple of 32 and fp16 x; otherwise the FMA / dot paths."""
+    for arch in ("cuda", "default"):
+        p = w4a16_gemv.gemv_launch_params(1, 4096, 32, 132, arch)
+        assert p["HALF2"] and p["ASM"] == (arch == "cuda")
+        assert not w4a16_gemv.gemv_launch_params(1, 4096, 32, 132, arch, half2_ok=False)["HALF2"]
+        assert w4a16_gemv.gemv_launch_params(16, 4096, 32, 132, arch)["USE_DOT"]
+    for arch in ("gfx906", "gfx90a", "gfx942", "gfx1100"):  # PTX is CUDA only
+        assert not w4a16_gemv.gemv_launch_params(1, 4096, 32, 60, arch)["ASM"]
+    t, gs, w = make_weight(128, 32, 4, 16, False, False)  # GROUP 16: FMA path
+    x = torch.randn(1, 128, device=DEV).half()
+    torch.testing.assert_close(run(x, t, 4, gs, force="gemv").float(), x.float() @ w.t(), rtol=2e-3, atol=2e-3)
 
 
 def test_gemv_split_k_and_fp32():
@@ -126,7 +170,7 @@ def test_real_sizes_gpu(bits, group, asym, act_order, dtype):
     """Every dispatch path (GEMV, GEMM, dequantise + matmul) at real sizes, repeated launches."""
     K, N = 4096, 1024 + 96
     t, gs, w = make_weight(K, N, bits, group, asym, act_order, "cuda")
-    for M in (1, 2, 7, 16, 17, 300):
+    for M in (1, 2, 3, 4, 7, 16, 17, 300):
         x = torch.randn(M, K, device="cuda").to(dtype)
         ref = x.float() @ w.t()
         tol = 2e-3 if dtype == torch.float16 else 1e-2
