@@ -189,16 +189,23 @@ CONFIGS = {
 }
 
 
-def gguf_dequantize(planes, rows: torch.Tensor | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def gguf_dequantize(planes, rows: torch.Tensor | None = None, dtype: torch.dtype = torch.float32,
+                    check_rows: bool = True) -> torch.Tensor:
     """Dequantise a GGUF tensor (or only ``rows`` of it) with the Triton kernel.
 
     Args:
         planes: ``GGUFPlanes`` (kernel layout) of a block type in ``KERNEL_TYPES``.
         rows: optional ``[T]`` integer row indices (e.g. token ids for an embedding).
         dtype: output dtype (fp32 gives values bit-identical to gguf-py).
+        check_rows: check that ``rows`` lie in ``[0, n)`` (reads them back: a host sync, not
+            allowed in graph capture); the engine's embedding lookup passes False, its token ids
+            being checked when requests are added.
 
     Returns:
         ``[T or n, k]`` tensor of ``dtype`` on the planes' device.
+
+    Raises:
+        ValueError: ``rows`` outside ``[0, n)`` (with ``check_rows``).
     """
     check_planes(planes)
     cfg = CONFIGS.get(detect_platform().config_key, CONFIGS["default"])
@@ -207,7 +214,7 @@ def gguf_dequantize(planes, rows: torch.Tensor | None = None, dtype: torch.dtype
     if n_out == 0:
         return out
     rows_t = out if rows is None else rows.reshape(-1).to(device=out.device, dtype=torch.int64)
-    if rows is not None and (int(rows_t.min()) < 0 or int(rows_t.max()) >= planes.n):
+    if rows is not None and check_rows and (int(rows_t.min()) < 0 or int(rows_t.max()) >= planes.n):
         raise ValueError(f"rows must lie in [0, {planes.n})")
     G = planes.k // 32
     grid = (triton.cdiv(n_out, cfg["BLOCK_N"]), triton.cdiv(G, cfg["BLOCK_G"]))
