@@ -1,21 +1,25 @@
 """GGUF fused dequantise+GEMV/GEMM: correctness at real sizes and speed; prints JSON.
 
-Usage: python benchmarks/bench_gguf.py [--out FILE] [--quick]
+Usage: python benchmarks/bench_gguf.py [--out FILE] [--quick] [--sections mmvq,decode,prefill,check]
 
 Needs a GPU, torch and triton; not the ``gguf`` package (random blocks are made with numpy:
 random bytes with finite fp16 scales). Sections:
 
 * ``check``: for every block type, Triton dequantisation vs the torch dequantiser (bit-exact:
-  the kernel runs without FMA contraction) and fused GEMV (M = 1, 8) / GEMM (M = 40) vs
-  fp32 ``dequantise then matmul`` (max error relative to max |ref|), at 512 x 4096.
-* ``decode``: Q4_0, Q4_K, Q6_K, Q8_0 at Llama-3-8B linear shapes (K -> N), M = 1 and 8:
+  the kernel runs without FMA contraction) and GEMV (M = 1, 3; the integer-dot path for
+  Q4_0/Q4_K/Q6_K/Q8_0; M = 8 too) / GEMM (M = 40) vs fp32 ``dequantise then matmul`` (max error relative
+  to max |ref|), at 512 x 4096; ``check_mmvq``: the integer-dot GEMV vs its q8_1 oracle.
+* ``decode``: Q4_0, Q4_K, Q6_K, Q8_0 at Llama-3-8B linear shapes (K -> N), M = 1, 4 and 8:
   effective bandwidth = weight bytes (the kernel-layout planes = file bytes) / time, as a
   fraction of the copy bandwidth measured in the same run (``dst.copy_(src)`` of 1 GiB,
   read + write bytes). Timings are CUDA-graph replays of back-to-back calls, each on a
   different copy of the weight (together > 2x L2), so every call streams its weight from HBM.
-  M = 4 runs the GEMV (4 rows per program share one decode), M = 8 the GEMM with a 16-row tile.
-* ``sweep``: GEMV lanes / positions per lane at M = 1 (input for CONFIGS["cuda"]).
-* ``prefill``: M = 512 TFLOP/s of the fused GEMM vs ``torch.matmul`` with an fp16 weight.
+  The integer-dot GEMV is timed with this arch's CONFIGS (with and without its q8_1 launch)
+  and for several launch candidates (``CANDIDATES``: input for CONFIGS["cuda"]); also the
+  float GEMV (M = 1), the 16-row GEMM (M = 4, 8) and torch fp16. A read-only bandwidth
+  (``sum`` of 1 GiB) is printed for reference.
+* ``prefill``: M = 64, 128, 512 TFLOP/s of the fused GEMM and of dequantise + torch matmul vs
+  ``torch.matmul`` with an fp16 weight.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from gfx906_llm.kernels.gfx906.gguf_dequant import gguf_dequantize  # noqa: E402
 from gfx906_llm.quant import gguf_torch as gt  # noqa: E402
 from gfx906_llm.quant.gguf import GGML_QUANT_SIZES, QT  # noqa: E402
 
-SHAPES = [(4096, 4096), (4096, 1024), (4096, 14336), (14336, 4096)]  # (K in, N out)
+SHAPES = [(4096, 4096), (4096, 1024), (4096, 14336), (14336, 4096), (4096, 28672)]  # (K in, N out)
 BENCH_TYPES = [QT.Q4_0, QT.Q4_K, QT.Q6_K, QT.Q8_0]
 # byte offsets of the fp16 fields of each block (kept finite in random blocks)
 HALF_POS = {QT.Q4_0: [0], QT.Q4_1: [0, 2], QT.Q5_0: [0], QT.Q5_1: [0, 2], QT.Q8_0: [0],
@@ -90,6 +94,13 @@ def copy_bandwidth() -> float:
     return 2 * n / t
 
 
+def read_bandwidth() -> float:
+    """Bytes/s of ``sum`` over 1 GiB of fp32 (read only)."""
+    src = torch.randn(1 << 28, device="cuda")
+    t = graph_time([lambda: src.sum()] * 4, reps=5)
+    return src.numel() * 4 / t
+
+
 def check(rng) -> list[dict]:
     rows = []
     for qt in [t for t in gt.BLOCK_TYPES]:
@@ -101,7 +112,7 @@ def check(rng) -> list[dict]:
         row = {"type": QT(qt).name, "dequant_bit_exact": bool(torch.equal(tw.view(torch.int32), ref_w.view(torch.int32))),
                "bytes_planes": p.nbytes, "bytes_gguf": raw.numel()}
         for m, fn, name in ((1, gguf_gemv.gguf_gemv, "gemv_m1"), (3, gguf_gemv.gguf_gemv, "gemv_m3"),
-                            (8, gguf_gemm.gguf_gemm, "gemm_m8"), (40, gguf_gemm.gguf_gemm, "gemm_m40")):
+                            (8, gguf_gemv.gguf_gemv, "gemv_m8"), (40, gguf_gemm.gguf_gemm, "gemm_m40")):
             x = torch.randn(m, k, device="cuda", dtype=torch.float16)
             bias = torch.randn(n, device="cuda", dtype=torch.float16)
             ref = x.float() @ ref_w.T + bias.float()
@@ -139,103 +150,201 @@ def check_linear(rng) -> dict:
     return res
 
 
+def check_mmvq(rng) -> list[dict]:
+    """Integer-dot GEMV at real sizes (4096 -> 4096 and 14336 -> 4096, M = 1, 3, 8; the arch's
+    DOT, e.g. PTX dp4a, and the portable DOT = 0): fresh random weights and activations, NaN-
+    poisoned outputs, error vs the q8_1 oracle (float64) and vs the fp32 product; the q8_1
+    quantiser vs its torch reference (mismatching codes / scales / sums)."""
+    from gfx906_llm.kernels.gfx906 import gguf_mmvq as mq
+
+    rows = []
+    for qt in BENCH_TYPES:
+        for k, n in ((4096, 4096), (14336, 4096)):
+            raw = random_raw(qt, n, k, rng).cuda()
+            w = gt.dequantize(raw, qt).double()  # [n, k]
+            p = gt.pack_planes(raw, qt, k)
+            for m in (1, 3, 8):
+                x = (torch.randn(m, k, device="cuda") * torch.rand(m, 1, device="cuda") * 4).half()
+                refq = mq.quantize_q8_1_reference(x)
+                got = mq.quantize_q8_1(x)
+                xh = mq.dequantize_q8_1_reference(*refq)
+                bias = torch.randn(n, device="cuda", dtype=torch.float16)
+                ref = xh @ w.T + bias.double()
+                ref32 = x.double() @ w.T + bias.double()
+                row = {"type": QT(qt).name, "K": k, "N": n, "M": m,
+                       "q8_1_mismatch": [int((a != b).sum()) for a, b in zip(got, refq)]}
+                for dot in sorted({mq.config()["DOT"], 0}):
+                    out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.float32)
+                    mq.gguf_mmvq(x, p, out, bias, config_override=dict(mq.config(), DOT=dot))
+                    torch.cuda.synchronize()
+                    row[f"dot{dot}_nan"] = int(out.isnan().sum())
+                    row[f"dot{dot}_rel_err_q8_1"] = float((out.double() - ref).abs().max() / ref.abs().max())
+                    row[f"dot{dot}_rel_err_fp32"] = float((out.double() - ref32).abs().max() / ref32.abs().max())
+                rows.append(row)
+    return rows
+
+
+def _copies(qt, n, k, rng, l2_bytes=2 * 50 * 2**20):
+    raw = random_raw(qt, n, k, rng).cuda()
+    p0 = gt.pack_planes(raw, qt, k)
+    return [p0] + [gt.pack_planes(raw, qt, k) for _ in range(max(1, -(-l2_bytes // p0.nbytes)) - 1)]
+
+
+#: integer-dot GEMV launch candidates timed at every decode shape: (LANES, num_warps, POS, X_BCAST)
+CANDIDATES = [(128, 4, 1, 0), (128, 4, 2, 0), (128, 4, 4, 0), (128, 4, 4, 1), (64, 2, 4, 0)]
+
+
+def _cand(c) -> str:
+    return f"L{c[0]}w{c[1]}P{c[2]}X{c[3]}"
+
+
 def decode(rng, copy_bw: float, quick: bool) -> list[dict]:
+    """M = 1, 4 and 8 at the Llama-3-8B shapes: integer-dot GEMV for every launch candidate
+    and for this arch's CONFIGS (``mmvq``: with its q8_1 quantiser launch, as
+    ``GGUFLinearMethod`` runs it; ``kern``: activations quantised beforehand, as the shards of a
+    merged layer can share them),
+    the float GEMV (M = 1) / 16-row GEMM (M = 8) and torch fp16."""
+    from gfx906_llm.kernels.gfx906 import gguf_mmvq as mq
+
     rows = []
     l2_bytes = 2 * 50 * 2**20
     for qt in BENCH_TYPES:
         for k, n in SHAPES[:2] if quick else SHAPES:
-            raw = random_raw(qt, n, k, rng).cuda()
-            p0 = gt.pack_planes(raw, qt, k)
-            copies = [p0] + [gt.pack_planes(raw, qt, k) for _ in range(max(1, -(-l2_bytes // p0.nbytes)) - 1)]
+            copies = _copies(qt, n, k, rng)
+            nb = copies[0].nbytes
             w16 = [torch.randn(n, k, device="cuda", dtype=torch.float16) for _ in range(max(2, -(-l2_bytes // (2 * n * k))))]
             for m in (1, 4, 8):
                 x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+                xq = mq.quantize_q8_1(x)
                 out = torch.empty(m, n, device="cuda", dtype=torch.float16)
-                row = {"type": QT(qt).name, "K": k, "N": n, "M": m, "weight_bytes": p0.nbytes}
-                if m <= 4:
-                    t = graph_time([lambda p=p: gguf_gemv.gguf_gemv(x, p, out) for p in copies])
-                    row["gemv_us"] = t * 1e6
-                    row["gemv_bw_GBs"] = p0.nbytes / t / 1e9
-                    row["gemv_frac_copy_bw"] = p0.nbytes / t / copy_bw
-                if m > 1:
-                    t2 = graph_time([lambda p=p: gguf_gemm.gguf_gemm(x, p, out) for p in copies])
-                    row["gemm16_us"] = t2 * 1e6
-                    row["gemm16_frac_copy_bw"] = p0.nbytes / t2 / copy_bw
-                tf = graph_time([lambda w=w: torch.nn.functional.linear(x, w) for w in w16])
-                row["torch_fp16_us"] = tf * 1e6
-                row["torch_fp16_frac_copy_bw"] = 2 * n * k / tf / copy_bw
-                best = min(row.get("gemv_us", 1e30), row.get("gemm16_us", 1e30))
-                row["speedup_vs_torch_fp16"] = tf / best * 1e6
+                row = {"type": QT(qt).name, "K": k, "N": n, "M": m, "weight_bytes": nb}
+                t = {"torch_fp16": graph_time([lambda w=w: torch.nn.functional.linear(x, w) for w in w16]),
+                     "quantize": graph_time([lambda: mq.quantize_q8_1(x)] * 8),
+                     "mmvq": graph_time([lambda p=p: mq.gguf_mmvq(x, p, out) for p in copies]),
+                     "kern": graph_time([lambda p=p: mq.gguf_mmvq(x, p, out, xq=xq) for p in copies])}
+                for c in CANDIDATES:
+                    cfg = dict(mq.config(), LANES=c[0], num_warps=c[1], POS=c[2], X_BCAST=c[3])
+                    t["mmvq_" + _cand(c)] = graph_time([lambda p=p: mq.gguf_mmvq(x, p, out, config_override=cfg) for p in copies])
+                    t["kern_" + _cand(c)] = graph_time([lambda p=p: mq.gguf_mmvq(x, p, out, xq=xq, config_override=cfg) for p in copies])
+                if m == 1:
+                    cfg = dict(gguf_gemv._config(), MMVQ=False)
+                    t["float_gemv"] = graph_time([lambda p=p: gguf_gemv.gguf_gemv(x, p, out, config=cfg) for p in copies])
+                else:
+                    t["gemm16"] = graph_time([lambda p=p: gguf_gemm.gguf_gemm(x, p, out) for p in copies])
+                for key, v in t.items():
+                    row[key + "_us"] = round(v * 1e6, 2)
+                    if key != "quantize":
+                        row[key + "_frac"] = round((2 * n * k if key == "torch_fp16" else nb) / v / copy_bw, 3)
                 rows.append(row)
             del copies, w16
     return rows
 
 
-def sweep(rng, copy_bw: float) -> list[dict]:
-    """GEMV launch settings at M = 1 on 4096 -> 14336 (for choosing CONFIGS["cuda"])."""
-    rows = []
-    k, n = 4096, 14336
-    for qt in (QT.Q4_0, QT.Q4_K, QT.Q6_K):
-        raw = random_raw(qt, n, k, rng).cuda()
-        copies = [gt.pack_planes(raw, qt, k) for _ in range(4)]
-        x = torch.randn(1, k, device="cuda", dtype=torch.float16)
-        out = torch.empty(1, n, device="cuda", dtype=torch.float16)
-        for lanes, warps in ((128, 4), (256, 8)):
-            for pos in (1, 2, 4):
-                cfg = {"LANES": lanes, "POS": pos, "num_warps": warps, "num_stages": 1, "MIN_PROGRAMS": 528}
-                t = graph_time([lambda p=p: gguf_gemv.gguf_gemv(x, p, out, config=cfg) for p in copies])
-                rows.append({"type": QT(qt).name, "warps": warps, "POS": pos,
-                             **gguf_gemv.launch_params(n, k, cfg), "us": t * 1e6,
-                             "frac_copy_bw": copies[0].nbytes / t / copy_bw})
-    return rows
-
-
 def prefill(rng, quick: bool) -> list[dict]:
+    """M = 64, 128, 512: fused GEMM and dequantise (fp16) + torch matmul vs torch fp16 matmul."""
     import triton.testing
 
+    from gfx906_llm.kernels.gfx906.gguf_dequant import gguf_dequantize
+
     rows = []
-    m = 512
     for qt in BENCH_TYPES:
         for k, n in SHAPES[:1] if quick else SHAPES:
             raw = random_raw(qt, n, k, rng).cuda()
             p = gt.pack_planes(raw, qt, k)
-            x = torch.randn(m, k, device="cuda", dtype=torch.float16)
-            out = torch.empty(m, n, device="cuda", dtype=torch.float16)
             w16 = torch.randn(n, k, device="cuda", dtype=torch.float16)
-            tg = triton.testing.do_bench(lambda: gguf_gemm.gguf_gemm(x, p, out), warmup=5, rep=40) / 1e3
-            tt = triton.testing.do_bench(lambda: torch.matmul(x, w16.T), warmup=5, rep=40) / 1e3
-            fl = 2 * m * n * k
-            rows.append({"type": QT(qt).name, "K": k, "N": n, "M": m, "gguf_tflops": fl / tg / 1e12,
-                         "torch_fp16_tflops": fl / tt / 1e12, "ratio_vs_fp16": tt / tg})
+            tdeq = triton.testing.do_bench(lambda: gguf_dequantize(p, dtype=torch.float16), warmup=5, rep=30) / 1e3
+            for m in (64, 128, 512):
+                x = torch.randn(m, k, device="cuda", dtype=torch.float16)
+                out = torch.empty(m, n, device="cuda", dtype=torch.float16)
+                fused_cfg = gguf_gemm.launch_config(m)
+                tg = triton.testing.do_bench(lambda: gguf_gemm.gguf_gemm(x, p, out, config=fused_cfg), warmup=5, rep=30) / 1e3
+                tdq = triton.testing.do_bench(lambda: gguf_gemm.gguf_dequant_matmul(x, p, out), warmup=5, rep=30) / 1e3
+                tt = triton.testing.do_bench(lambda: torch.matmul(x, w16.T), warmup=5, rep=30) / 1e3
+                fl = 2 * m * n * k
+                rows.append({"type": QT(qt).name, "K": k, "N": n, "M": m, "fused_tflops": round(fl / tg / 1e12, 1),
+                             "dequant_mm_tflops": round(fl / tdq / 1e12, 1), "torch_fp16_tflops": round(fl / tt / 1e12, 1),
+                             "fused_x_fp16": round(tt / tg, 3), "dequant_mm_x_fp16": round(tt / tdq, 3),
+                             "dequant_us": round(tdeq * 1e6, 1), "dequant_GBs": round((p.nbytes + 2 * n * k) / tdeq / 1e9)})
     return rows
+
+
+def best_candidate(res: dict, m: int, prefix: str = "kern_") -> str:
+    """The launch candidate with the highest mean fraction of copy bandwidth over the decode rows at ``m``."""
+    rows = [r for r in res.get("decode", []) if r["M"] == m]
+    return max((_cand(c) for c in CANDIDATES),
+               key=lambda c: sum(r[f"{prefix}{c}_frac"] for r in rows) / max(1, len(rows)))
+
+
+def table(res: dict) -> str:
+    """Short text table (printed last): checks, decode fractions of copy bandwidth, M >= 64 ratios."""
+    lines = [f"copy bandwidth {res['copy_bw_GBs']:.0f} GB/s (end of run {res.get('copy_bw_end_GBs', 0):.0f}), "
+             f"read bandwidth {res.get('read_bw_GBs', 0):.0f} GB/s"]
+    for r in res.get("check", []):
+        lines.append(f"check {r['type']}: dequant exact {r['dequant_bit_exact']} " + " ".join(
+            f"{k[:-8]} {v:.1e}" for k, v in r.items() if k.endswith("_rel_err")))
+    if "check_linear" in res:
+        lines.append(f"check_linear {res['check_linear']}")
+    worst = {}
+    for r in res.get("check_mmvq", []):
+        for k, v in r.items():
+            if k.startswith("dot") or k == "q8_1_mismatch":
+                v = sum(v) if isinstance(v, list) else v
+                worst[k] = max(worst.get(k, 0), v)
+    if worst:
+        lines.append("mmvq checks, worst over types/shapes/M: " + " ".join(f"{k} {v:.2g}" for k, v in worst.items()))
+    if res.get("decode"):
+        for m in (1, 4, 8):
+            lines.append(f"M={m}: CONFIGS launch (mmvq, kernel-only) | best candidate by mean with quantiser "
+                         f"{best_candidate(res, m, 'mmvq_')}, kernel-only {best_candidate(res, m)}; "
+                         f"kernel-only fractions of {[_cand(cc) for cc in CANDIDATES]}")
+            for r in res["decode"]:
+                if r["M"] != m:
+                    continue
+                extra = f"float_gemv {r['float_gemv_frac']:.2f}" if m == 1 else f"gemm16 {r['gemm16_frac']:.2f}"
+                cands = " ".join(f"{r[f'kern_{_cand(cc)}_frac']:.2f}" for cc in CANDIDATES)
+                lines.append(f"{r['type']:5} {r['K']:>5}x{r['N']:<5} M={m}: mmvq {r['mmvq_frac']:.2f} "
+                             f"({r['mmvq_us']:.1f} us) kernel {r['kern_frac']:.2f} ({r['kern_us']:.1f} us) "
+                             f"q8_1 {r['quantize_us']:.1f} us {extra} fp16 {r['torch_fp16_frac']:.2f} | {cands}")
+    for r in res.get("prefill", []):
+        lines.append(f"M={r['M']:<3} {r['type']:5} {r['K']:>5}x{r['N']:<5} fused {r['fused_x_fp16']:.2f}x "
+                     f"dequant+mm {r['dequant_mm_x_fp16']:.2f}x fp16 ({r['torch_fp16_tflops']} TF) "
+                     f"dequant {r['dequant_us']} us {r['dequant_GBs']} GB/s")
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--out", default=None, help="JSON file, rewritten after every section")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--skip", default="", help="comma list of sections to skip: check,decode,prefill")
+    ap.add_argument("--sections", default="mmvq,decode,prefill,check",
+                    help="comma list, run in this order: mmvq,decode,prefill,check")
     a = ap.parse_args()
     rng = np.random.default_rng()
-    res = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__}
+    import time
+
     import triton
 
-    res["triton"] = triton.__version__
-    res["copy_bw_GBs"] = copy_bandwidth() / 1e9
-    skip = set(a.skip.split(","))
-    if "check" not in skip:
-        res["check"] = check(rng)
-        res["check_linear"] = check_linear(rng)
-    if "decode" not in skip:
-        res["decode"] = decode(rng, res["copy_bw_GBs"] * 1e9, a.quick)
-    if "sweep" not in skip:
-        res["sweep"] = sweep(rng, res["copy_bw_GBs"] * 1e9)
-    if "prefill" not in skip:
-        res["prefill"] = prefill(rng, a.quick)
-    text = json.dumps(res, indent=1)
-    print(text)
+    res = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "triton": triton.__version__,
+           "copy_bw_GBs": max(copy_bandwidth(), copy_bandwidth()) / 1e9, "seconds": {}}
+    bw = res["copy_bw_GBs"] * 1e9
+    run = {"check": lambda: res.update(check=check(rng), check_linear=check_linear(rng)),
+           "mmvq": lambda: res.update(check_mmvq=check_mmvq(rng)),
+           "decode": lambda: res.update(decode=decode(rng, bw, a.quick)),
+           "prefill": lambda: res.update(prefill=prefill(rng, a.quick))}
+    res["read_bw_GBs"] = read_bandwidth() / 1e9
+    for name in a.sections.split(","):
+        t0 = time.perf_counter()
+        run[name]()
+        res["seconds"][name] = round(time.perf_counter() - t0, 1)
+        if a.out:
+            Path(a.out).write_text(json.dumps(res, indent=1))
+    res["copy_bw_end_GBs"] = copy_bandwidth() / 1e9
     if a.out:
-        Path(a.out).write_text(text)
+        Path(a.out).write_text(json.dumps(res, indent=1))
+    else:
+        print(json.dumps(res, indent=1))
+    print(table(res))
+    print("seconds per section:", res["seconds"])
 
 
 if __name__ == "__main__":

@@ -114,16 +114,18 @@ def main() -> None:
     res["same_tokens"] = [g[0] == r[0] for g, r in zip(got, ref)]
     res["divergence"] = divergence(got, ref)
     res["graph_tpot_ms"] = 1e3 * tpot(llm)
-    g = llm.engine.runner.graphs.graphs[1]  # the replay alone: what the GPU spends per batch-1 step
-    g.replay()
-    torch.cuda.synchronize()
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    s.record()
-    for _ in range(100):
+    for b in (1, 8, 32, 64):  # the replay alone: what the GPU spends per step of b requests
+        g = llm.engine.runner.graphs.graphs[b]
         g.replay()
-    e.record()
-    e.synchronize()
-    res["replay_only_ms"] = s.elapsed_time(e) / 100
+        torch.cuda.synchronize()
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        for _ in range(50):
+            g.replay()
+        e.record()
+        e.synchronize()
+        res[f"replay_only_ms_b{b}"] = s.elapsed_time(e) / 50
+    res["replay_only_ms"] = res["replay_only_ms_b1"]
     res["host_overhead_ms"] = res["graph_tpot_ms"] - res["replay_only_ms"]
     res["profile_us_per_step"] = profile_step(llm)
     print(json.dumps(res, indent=1))

@@ -15,7 +15,9 @@ How a linear layer's weights live:
       once into the kernel layout (``gguf_torch.pack_planes``: same bytes per weight, aligned
       planes) and ``weight`` becomes that flat buffer; on the CPU the raw GGUF bytes stay.
     * ``apply``: per shard, into its column slice of the output: CPU -> ``gguf_torch.dequantize``
-      (fp32) + matmul; GPU -> fused dequantise+GEMV (M <= ``gemv_max_m``) or +GEMM (Triton).
+      (fp32) + matmul; GPU -> GEMV (M <= ``gemv_max_m``; Q4_0/Q4_K/Q6_K/Q8_0 as int8 dot
+      products with q8_1 activations quantised once per call, as llama.cpp's MMVQ) or fused
+      dequantise+GEMM / dequantise + BLAS (Triton).
 """
 
 from __future__ import annotations
@@ -221,6 +223,7 @@ class GGUFLinearMethod(QuantMethod):
         n_total = sum(layer.gguf_output_sizes)
         out = torch.empty(m, n_total, dtype=x.dtype, device=x.device)  # [M, N]
         col = 0
+        xq = None  # q8_1 activations, quantised once and shared by the shards (integer-dot GEMV)
         for i, s in enumerate(layer.gguf_shards):
             b = None if bias is None else bias[col:col + s.n]
             o = out[:, col:col + s.n]
@@ -233,7 +236,11 @@ class GGUFLinearMethod(QuantMethod):
                 from gfx906_llm.kernels.gfx906 import gguf_gemm, gguf_gemv
 
                 if m <= gguf_gemv.gemv_max_m():
-                    gguf_gemv.gguf_gemv(x2, s.planes, o, b)
+                    if xq is None and gguf_gemv.uses_mmvq(s.planes):
+                        from gfx906_llm.kernels.gfx906.gguf_q8_1 import quantize_q8_1
+
+                        xq = quantize_q8_1(x2)
+                    gguf_gemv.gguf_gemv(x2, s.planes, o, b, xq=xq)
                 else:
                     gguf_gemm.gguf_gemm(x2, s.planes, o, b)
             col += s.n

@@ -126,6 +126,46 @@ CONFIGS = {
 }
 
 
+# DEQUANT_MIN_M: from this many rows on, ``gguf_gemm`` dequantises the weight to fp16 (Triton
+# dequantise kernel, in row chunks of at most DEQUANT_CHUNK_BYTES) and calls torch's matmul
+# (cuBLAS / hipBLAS) instead of the fused kernel; None: always fused.
+# cuda: measured on H200 (benchmarks/NOTES_gguf.md) at M = 64 / 128 / 512 over the Llama-3-8B
+#   shapes: dequant + cuBLAS 0.25-0.66x of the fp16 matmul vs 0.14-0.49x fused; the fused
+#   kernel wins only 4096 -> 28672 at M = 64. The dequantise step runs at 1.5-3.5 TB/s.
+# gfx906 (not measured on the card): both paths are bound by fp16 FMA issue (no matrix cores);
+#   the dequantise pass costs ~2.6 B per weight of HBM traffic (~3 ns per 1000 weights at
+#   880 GB/s), i.e. <= 12% of an M >= 256 GEMM at ~20 TFLOP/s, and hipBLAS's Tensile kernels
+#   (the path vllm-gfx906 takes above 32 rows) avoid the decode inside the FMA loop; below
+#   256 rows the fused kernel keeps its no-extra-traffic advantage. 256 is reasoning, to be
+#   timed on a gfx906 card. gfx90a/gfx942/gfx1100: not timed, fused.
+DEQUANT_MIN_M = {"gfx906": 256, "gfx90a": None, "gfx942": None, "gfx1100": None, "cuda": 64, "default": None}
+DEQUANT_CHUNK_BYTES = 128 << 20
+
+
+def dequant_min_m(key: str | None = None) -> int | None:
+    return DEQUANT_MIN_M.get(key or detect_platform().config_key, DEQUANT_MIN_M["default"])
+
+
+def gguf_dequant_matmul(x: torch.Tensor, planes, out: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``out = x @ dequant(W).T (+ bias)`` through an fp16/bf16 copy of ``W`` (chunks of rows of
+    at most DEQUANT_CHUNK_BYTES) and ``torch.nn.functional.linear``; shapes as ``gguf_gemm``."""
+    from types import SimpleNamespace
+
+    from gfx906_llm.kernels.gfx906.gguf_dequant import gguf_dequantize
+
+    check_planes(planes)
+    dt = x.dtype if x.dtype in (torch.float16, torch.bfloat16) else torch.float32
+    rows = max(256, DEQUANT_CHUNK_BYTES // (planes.k * torch.finfo(dt).bits // 8) // 256 * 256)
+    for r0 in range(0, planes.n, rows):
+        r1 = min(planes.n, r0 + rows)
+        sub = SimpleNamespace(qtype=planes.qtype, n=r1 - r0, k=planes.k, kv=planes.kv,
+                              **{a: None if getattr(planes, a) is None else getattr(planes, a)[r0:r1]
+                                 for a in ("q", "h", "s", "d", "m")})
+        w = gguf_dequantize(sub, dtype=dt)  # [r1 - r0, K]
+        out[:, r0:r1].copy_(torch.nn.functional.linear(x.to(dt), w, None if bias is None else bias[r0:r1].to(dt)))
+    return out
+
+
 def launch_config(m: int, key: str | None = None) -> dict:
     table = CONFIGS.get(key or detect_platform().config_key, CONFIGS["default"])
     return dict(next(cfg for max_m, cfg in table if m <= max_m))
@@ -153,6 +193,9 @@ def gguf_gemm(x: torch.Tensor, planes, out: torch.Tensor, bias: torch.Tensor | N
         return out
     if x.stride(1) != 1 or out.stride(1) != 1:
         raise ValueError("gguf_gemm: x and out need a contiguous last dimension")
+    dmin = dequant_min_m()
+    if config is None and dmin is not None and M >= dmin:
+        return gguf_dequant_matmul(x, planes, out, bias)
     cfg = dict(config) if config else launch_config(M)
     warps, stages = cfg.pop("num_warps"), cfg.pop("num_stages")
     min_programs = cfg.pop("MIN_PROGRAMS", 0)

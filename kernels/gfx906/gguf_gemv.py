@@ -7,7 +7,11 @@ rows and ``BLOCK_M`` (1, 2 or 4) activation rows; it streams its rows' planes ov
 per-group ``a``, ``b`` with ``w = a * q + b``, so the inner loop costs one FMA per weight and row:
 ``sum_j w_j x_j = a * sum_j q_j x_j + b * sum_j x_j`` (fp32 throughout). The decoded tile is
 shared by the ``BLOCK_M`` rows; partial sums stay in a ``[BLOCK_N, BLOCK_G, 1]`` fp32 register
-tile per row and are reduced once at the end. 4 < M <= 16 goes to ``gguf_gemm`` (16-row tile).
+tile per row and are reduced once at the end.
+
+``gguf_gemv`` sends Q4_0/Q4_K/Q6_K/Q8_0 to the integer-dot kernel of ``gguf_mmvq`` (q8_1
+activations, llama.cpp's MMVQ scheme; ``CONFIGS[arch]["MMVQ"]``) and every other type to the
+float kernel above, 4 rows per launch; ``gemv_max_m`` is 8 (above: ``gguf_gemm``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import triton.language as tl
 
 from gfx906_llm.kernels.gfx906.gguf_dequant import (PLANE_DIV16, _ex, Q4_0, Q4_K, Q6_K, Q8_0, check_planes,
                                                      plane_args, plane_signature)
+from gfx906_llm.kernels.gfx906 import gguf_mmvq
 from gfx906_llm.platform import detect_platform
 
 
@@ -218,20 +223,34 @@ def gguf_gemv_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, h_ptr, s_ptr, d_ptr, m_ptr
 # gfx90a/gfx942: same wave64 reasoning, more CUs (104 / 304). gfx1100: wave32 (128 lanes).
 # cuda: 4 warps, POS = 4 measured best on H200 among POS 1/2/4 x 4/8 warps (4096 -> 14336,
 #   M = 1: Q4_0 22.1 us vs 24.4 (POS 2) and 25.8 (POS 1); 8 warps slower).
-# gemv_max_m = 4: measured on H200, M = 4 GEMV beats the 16-row GEMM on 3 of 4 Llama-3-8B
-#   shapes (e.g. Q4_0 14336 -> 4096: 39.8 us vs 122.9 us); the GEMM wins only 4096 -> 14336.
+# MMVQ: Q4_0/Q4_K/Q6_K/Q8_0 go to the integer-dot kernel (gguf_mmvq; its own CONFIGS) for
+#   M <= gemv_max_m = 8. Measured on H200 (benchmarks/NOTES_gguf.md): at M = 1 it streams
+#   0.47-1.33 of the copy bandwidth (q8_1 launch included) where this float kernel reaches
+#   0.34-0.59 (e.g. Q4_K 4096 -> 14336: 0.77 vs 0.43; 4096 -> 1024, launch bound: 0.18-0.31
+#   vs 0.21-0.38); at M = 8 it beats the 16-row GEMM on 15 of 20 type/shape pairs (mean 0.24
+#   vs 0.20). gfx906: v_dot4_i32_i8 makes the dot ~1 instruction per weight
+#   byte (ISA in gguf_mmvq), where this kernel's ~5 VALU per 4-bit weight is above the ~3.7
+#   that 880 GB/s allows. gfx1100 and unknown arches keep this float kernel (no dot4 asm
+#   there), gemv_max_m = 4 as measured before (M = 4 GEMV beats the 16-row GEMM on 3 of 4
+#   shapes on H200, e.g. Q4_0 14336 -> 4096: 39.8 us vs 122.9 us).
 CONFIGS = {
-    "gfx906": {"LANES": 256, "POS": 1, "num_warps": 4, "num_stages": 1, "MIN_PROGRAMS": 240, "gemv_max_m": 4},
-    "gfx90a": {"LANES": 256, "POS": 2, "num_warps": 4, "num_stages": 1, "MIN_PROGRAMS": 416, "gemv_max_m": 4},
-    "gfx942": {"LANES": 256, "POS": 2, "num_warps": 4, "num_stages": 1, "MIN_PROGRAMS": 1216, "gemv_max_m": 4},
-    "gfx1100": {"LANES": 128, "POS": 2, "num_warps": 4, "num_stages": 1, "MIN_PROGRAMS": 192, "gemv_max_m": 4},
-    "cuda": {"LANES": 128, "POS": 4, "num_warps": 4, "num_stages": 1, "MIN_PROGRAMS": 528, "gemv_max_m": 4},
-    "default": {"LANES": 128, "POS": 2, "num_warps": 4, "num_stages": 1, "MIN_PROGRAMS": 256, "gemv_max_m": 4},
+    "gfx906": {"LANES": 256, "POS": 1, "num_warps": 4, "num_stages": 1, "MIN_PROGRAMS": 240, "gemv_max_m": 8, "MMVQ": True},
+    "gfx90a": {"LANES": 256, "POS": 2, "num_warps": 4, "num_stages": 1, "MIN_PROGRAMS": 416, "gemv_max_m": 8, "MMVQ": True},
+    "gfx942": {"LANES": 256, "POS": 2, "num_warps": 4, "num_stages": 1, "MIN_PROGRAMS": 1216, "gemv_max_m": 8, "MMVQ": True},
+    "gfx1100": {"LANES": 128, "POS": 2, "num_warps": 4, "num_stages": 1, "MIN_PROGRAMS": 192, "gemv_max_m": 4, "MMVQ": False},
+    "cuda": {"LANES": 128, "POS": 4, "num_warps": 4, "num_stages": 1, "MIN_PROGRAMS": 528, "gemv_max_m": 8, "MMVQ": True},
+    "default": {"LANES": 128, "POS": 2, "num_warps": 4, "num_stages": 1, "MIN_PROGRAMS": 256, "gemv_max_m": 4, "MMVQ": False},
 }
 
 
 def _config() -> dict:
     return CONFIGS.get(detect_platform().config_key, CONFIGS["default"])
+
+
+def uses_mmvq(planes, config: dict | None = None) -> bool:
+    """Whether ``gguf_gemv`` runs ``planes`` on the integer-dot kernel (then a caller with several
+    weights can quantise the activations once: ``gguf_mmvq.quantize_q8_1(x)`` as ``xq``)."""
+    return bool((config or _config()).get("MMVQ", False)) and planes.qtype in gguf_mmvq.MMVQ_TYPES
 
 
 def gemv_max_m() -> int:
@@ -261,7 +280,7 @@ def launch_params(n: int, k: int, cfg: dict) -> dict:
 
 
 def gguf_gemv(x: torch.Tensor, planes, out: torch.Tensor, bias: torch.Tensor | None = None,
-              config: dict | None = None) -> torch.Tensor:
+              config: dict | None = None, xq: tuple | None = None) -> torch.Tensor:
     """``out[M, N] = x[M, K] @ W.T (+ bias)`` for a GGUF weight ``planes`` (``GGUFPlanes``).
 
     Args:
@@ -269,10 +288,13 @@ def gguf_gemv(x: torch.Tensor, planes, out: torch.Tensor, bias: torch.Tensor | N
         planes: kernel-layout GGUF tensor, logical ``[N, K]``.
         out: ``[M, N]`` output (may be a column slice of a wider tensor; last dim contiguous).
         bias: optional ``[N]``.
-        config: override of this arch's CONFIGS entry (benchmark sweeps).
+        config: override of this arch's CONFIGS entry (benchmark sweeps; ``MMVQ`` False forces
+            the float kernel).
+        xq: ``gguf_mmvq.quantize_q8_1(x)``, shared by the shards of a merged layer (used by the
+            integer-dot path only).
 
     Raises:
-        ValueError: shape mismatch, M > 4, or a type without a kernel.
+        ValueError: shape mismatch, M > 8, or a type without a kernel.
     """
     check_planes(planes)
     M, K = x.shape
@@ -282,10 +304,15 @@ def gguf_gemv(x: torch.Tensor, planes, out: torch.Tensor, bias: torch.Tensor | N
         return out
     if x.stride(1) != 1 or out.stride(1) != 1:
         raise ValueError("gguf_gemv: x and out need a contiguous last dimension")
+    if M > 8:
+        raise ValueError(f"gguf_gemv handles M <= 8 rows, got M={M} (use gguf_gemm)")
     cfg = config or _config()
-    p = launch_params(planes.n, K, cfg)
+    if uses_mmvq(planes, cfg):
+        return gguf_mmvq.gguf_mmvq(x, planes, out, bias, xq=xq)
     if M > 4:
-        raise ValueError(f"gguf_gemv handles M <= 4 rows per launch, got M={M} (use gguf_gemm)")
+        gguf_gemv(x[:4], planes, out[:4], bias, dict(cfg, MMVQ=False))
+        return gguf_gemv(x[4:], planes, out[4:], bias, dict(cfg, MMVQ=False))
+    p = launch_params(planes.n, K, cfg)
     block_m = 1 if M == 1 else 2 if M == 2 else 4
     grid = (triton.cdiv(planes.n, p["BLOCK_N"]) * triton.cdiv(M, block_m),)
     gguf_gemv_kernel[grid](x, out, bias if bias is not None else out, *plane_args(planes),

@@ -50,7 +50,7 @@ CONFIGS: dict[str, dict] = {
                 "EXPAND": False, "MAGIC": False, "dequant_min_m": None, "EVEN_K": True},
     "cuda": {"gemm": [(64, dict(BLOCK_M=64, BLOCK_N=128, GROUP_M=8, num_warps=4, num_stages=4)),
                       (1 << 30, dict(BLOCK_M=128, BLOCK_N=256, GROUP_M=8, num_warps=8, num_stages=3))],
-             "EXPAND": False, "MAGIC": True, "dequant_min_m": 128, "EVEN_K": True},
+             "EXPAND": False, "MAGIC": True, "dequant_min_m": 128, "EVEN_K": True, "gemv_max_m": 64},
     "default": {"gemm": [(1 << 30, dict(BLOCK_M=32, BLOCK_N=32, GROUP_M=4, num_warps=4, num_stages=1))],
                 "EXPAND": False, "MAGIC": False, "dequant_min_m": None, "EVEN_K": True},
 }
@@ -147,7 +147,8 @@ def w4a16_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, z
             zeros: uint8 like scales or None (``2**(bits-1)``); perm: int32 ``[K]`` or None;
             bias: ``[N]`` or None.
         group_size: internal rows per group (a multiple of 16; ``K_pad`` for per channel).
-        force: "gemv", "gemm" or "dequant" instead of the rule (GEMV for M <= 16, then GEMM, then
+        force: "gemv", "gemm" or "dequant" instead of the rule (GEMV for M <= ``gemv_max_m``
+            (16, 64 on CUDA), then GEMM, then
             dequantise-then-matmul from the arch's ``dequant_min_m``); override: launch settings.
     Returns:
         ``[M, N]`` in ``x.dtype``.
@@ -160,7 +161,8 @@ def w4a16_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, z
         return out
     cfg = CONFIGS[config_key()]
     dq_m = cfg["dequant_min_m"]
-    kind = force or ("gemv" if M <= 16 else "dequant" if dq_m is not None and M >= dq_m else "gemm")
+    gemv_max = cfg.get("gemv_max_m", 16)  # the GEMV's split-K dot path up to here (see w4a16_gemv CONFIGS)
+    kind = force or ("gemv" if M <= gemv_max else "dequant" if dq_m is not None and M >= dq_m else "gemm")
     if kind == "gemv":
         return gemv(x, qweight, scales, zeros, perm, bias, out, bits, group_size, override)
     if kind == "dequant":

@@ -92,6 +92,10 @@ P_ROWS = 16  # == gfx906_llm.quant.packing.INTERLEAVE
 #    split-K (one 2-warp program per tile): programs_per_cu=16 is the unmeasured fix to try.
 #  - M = 5..16: per-chunk tensor-core dots (EXPAND's join/permute cost more than they save),
 #    MAGIC conversions, BLOCK_N=128 on 4 warps, 4 programs/SM, num_stages=3: 0.74-1.08x fp16.
+#  - M = 17..64 (w4a16_gemm's "gemv_max_m"): the same dots with split-K, BLOCK_N=64 (a 64 x 64
+#    fp32 accumulator is 32 registers a lane); the tiled GEMM has no split-K, and an 8B model's
+#    down_proj (N = 4096) gave it 32 programs for 132 SMs: 8B GPTQ decode at 32-64 concurrent
+#    requests took 15-17 ms a step through it.
 #  - The FMA path (M == 1 where HALF2 does not apply: 8-bit, bf16/fp32 x, GROUP 16) keeps
 #    BLOCK_N=256, 4 warps, 16 programs/SM, plain conversions (the exponent trick was ~2% slower).
 # default: small tiles for the interpreter on the CPU; HALF2 in its portable form, so that the CPU
@@ -112,7 +116,7 @@ CONFIGS: dict[str, dict] = {
                     "half2": {"BLOCK_N": 64, "num_warps": 2, "programs_per_cu": 16}},
              "half2_m": {2: {"BLOCK_N": 64, "num_warps": 2, "programs_per_cu": 8},
                          4: {"BLOCK_N": 32, "num_warps": 2, "programs_per_cu": 8, "PREFETCH": True}},
-             "dot": {"BLOCK_N": {2: 128, 4: 128, 8: 128, 16: 128}, "num_warps": 4, "programs_per_cu": 4,
+             "dot": {"BLOCK_N": {2: 128, 4: 128, 8: 128, 16: 128, 32: 64, 64: 64}, "num_warps": 4, "programs_per_cu": 4,
                      "dot_min_m": 16, "EXPAND": False, "MAGIC": True, "num_stages": 3},
              "num_stages": 1, "EVEN_K": True},
     "default": {"m1": {"BLOCK_N": 64, "num_warps": 4, "programs_per_cu": 4, "MAGIC": False, "HALF2": True},
@@ -264,7 +268,8 @@ def ticket_counters(device: torch.device) -> torch.Tensor:
 
 def gemv_launch_params(M: int, N: int, num_kblocks: int, cus: int, arch: str | None = None,
                        override: dict | None = None, half2_ok: bool = True) -> dict:
-    """Tile, warps, split-K for ``M <= 16`` rows on ``cus`` compute units (``override``: benchmarks).
+    """Tile, warps, split-K for ``M`` rows (at most w4a16_gemm's ``gemv_max_m``) on ``cus`` compute
+    units (``override``: benchmarks).
     ``half2_ok``: the weight and x allow the HALF2 path (4-bit, GROUP % 32 == 0, fp16 x); it
     is taken for M <= 4 where the arch's "m1" / "half2_m" settings (or ``override``) ask for it."""
     cfg = CONFIGS[arch or config_key()]
@@ -282,7 +287,8 @@ def gemv_launch_params(M: int, N: int, num_kblocks: int, cus: int, arch: str | N
                  USE_DOT=False, EXPAND=False, MAGIC=c1["MAGIC"], HALF2=False, ASM=False)
     else:
         c = cfg["dot"]
-        p = dict(BLOCK_M=max(block_m, c["dot_min_m"]), BLOCK_N=c["BLOCK_N"][max(block_m, 2)], num_warps=c["num_warps"],
+        bn = c["BLOCK_N"]
+        p = dict(BLOCK_M=max(block_m, c["dot_min_m"]), BLOCK_N=bn.get(max(block_m, 2), bn[max(bn)]), num_warps=c["num_warps"],
                  programs_per_cu=c["programs_per_cu"], USE_DOT=True, EXPAND=c["EXPAND"], MAGIC=c["MAGIC"],
                  HALF2=False, ASM=False)
     p.update(num_stages=c.get("num_stages", cfg["num_stages"]), PREFETCH=c.get("PREFETCH", False))

@@ -1,5 +1,9 @@
 """Fused GGUF dequantise+GEMV / +GEMM Triton kernels vs fp32 "dequantise then matmul".
 
+The integer-dot GEMV (``gguf_mmvq``, q8_1 activations) is checked tightly against the same
+product with the activations quantised by the plain-torch ``quantize_q8_1_reference`` and
+loosely against the fp32 product.
+
 CPU CI runs them in the Triton interpreter (tests/conftest.py) at tiny shapes; the ``gpu`` tests
 run real sizes. Random GGUF blocks are built with numpy (no ``gguf`` package needed); the
 dequantiser they are checked against is itself checked bit-exact against gguf-py in
@@ -46,16 +50,74 @@ def _case(qt, n, k, m, dtype, device, bias=True):
 
 @pytest.mark.parametrize("qt", gt.BLOCK_TYPES, ids=lambda t: QT(t).name)
 def test_gemv_matches_dequant_matmul(qt):
-    from gfx906_llm.kernels.gfx906.gguf_gemv import gguf_gemv
+    from gfx906_llm.kernels.gfx906.gguf_gemv import _config, gguf_gemv
 
     elems, _ = GGML_QUANT_SIZES[qt]
     k = 256 if elems == 256 else 96  # 96: 3 groups, not a power of two -> masked tail
-    for m in (1, 3):  # 3: a 4-row program with one masked row
+    cfg = dict(_config(), MMVQ=False)  # the float kernel for every type
+    for m in (1, 3, 6):  # 3: a 4-row program with one masked row; 6: two launches
         planes, x, b, ref = _case(qt, 5, k, m, torch.float32, "cpu")
         # write into a column slice of a wider output, as merged layers do
         wide = torch.full((m, 9), float("nan"))
-        gguf_gemv(x, planes, wide[:, 2:7], b)
+        gguf_gemv(x, planes, wide[:, 2:7], b, config=cfg)
         assert rel_err(wide[:, 2:7], ref) < 1e-5
+        assert wide[:, :2].isnan().all() and wide[:, 7:].isnan().all()
+
+
+def test_q8_1_quantiser_matches_reference():
+    from gfx906_llm.kernels.gfx906.gguf_q8_1 import (dequantize_q8_1_reference, quantize_q8_1,
+                                                     quantize_q8_1_reference)
+
+    x = (torch.randn(3, 32 * 37) * torch.rand(3, 1) * 10).half()  # 37 groups: masked tail block
+    x[1, 64:96] = 0  # an all-zero group: d = 0, codes 0
+    x[2, 5] = 65504.0  # fp16 max: code 127 exactly
+    got, ref = quantize_q8_1(x), quantize_q8_1_reference(x)
+    for name, a, r in zip(("xq", "meta"), got, ref):
+        assert a.dtype == r.dtype and torch.equal(a, r), name
+    xq, meta = ref
+    d = meta[..., 0].view(torch.float32)  # [3, 37]
+    assert int(xq[2, 5]) == 127 and float(d[1, 2]) == 0.0 and not xq[1, 32:48].any()
+    codes = torch.stack([xq[:, :32 * 37 // 2], xq[:, 32 * 37 // 2:]], 1).reshape(3, 2, 37, 16).int()
+    assert torch.equal(meta[..., 1], codes[:, 0].sum(-1)) and torch.equal(meta[..., 2], codes[:, 1].sum(-1))
+    assert torch.equal(meta[..., 3], meta[..., 1] + meta[..., 2])
+    # x ~= code * d within half a step per element
+    back = dequantize_q8_1_reference(xq, meta).reshape(3, -1, 32)
+    assert ((back - x.double().reshape(3, -1, 32)).abs() <= d.double()[..., None] * 0.5001).all()
+
+
+def mmvq_reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    """float64 ``dequant(q8_1(x)) @ w.T + b``: what the integer-dot GEMV computes exactly."""
+    from gfx906_llm.kernels.gfx906.gguf_q8_1 import dequantize_q8_1_reference, quantize_q8_1_reference
+
+    xh = dequantize_q8_1_reference(*quantize_q8_1_reference(x))
+    return xh @ w.double().T + (0 if b is None else b.double())
+
+
+@pytest.mark.parametrize("x_bcast", [0, 1], ids=["x_tile", "x_bcast"])
+@pytest.mark.parametrize("qt", [QT.Q4_0, QT.Q4_K, QT.Q6_K, QT.Q8_0], ids=lambda t: QT(t).name)
+def test_mmvq_matches_q8_1_oracle(qt, x_bcast):
+    from gfx906_llm.kernels.gfx906 import gguf_mmvq
+    from gfx906_llm.kernels.gfx906.gguf_gemv import _config, gguf_gemv
+
+    elems, _ = GGML_QUANT_SIZES[qt]
+    k = 512 if elems == 256 else 96  # 96: 3 groups -> masked tail of the K loop
+    cfg = dict(_config(), MMVQ=True)  # through gguf_gemv's dispatch
+    mcfg = dict(gguf_mmvq.config(), X_BCAST=x_bcast)
+    for m in (1, 3, 8):  # 3: a 4-row program with a clamped row; 8: the 8-row program
+        raw = random_raw(qt, 5, k)
+        w = gt.dequantize(raw, qt)  # fp32 [5, k]
+        planes = gt.pack_planes(raw, qt, k)
+        x = (torch.randn(m, k) * torch.rand(m, 1) * 4).half()
+        b = torch.randn(5)
+        ref32 = x.double() @ w.double().T + b.double()
+        ref = mmvq_reference(x, w, b)
+        wide = torch.full((m, 9), float("nan"))
+        if x_bcast:
+            gguf_gemv(x, planes, wide[:, 2:7], b, config=cfg, xq=gguf_mmvq.quantize_q8_1(x) if m == 3 else None)
+        else:
+            gguf_mmvq.gguf_mmvq(x, planes, wide[:, 2:7], b, config_override=mcfg)
+        assert rel_err(wide[:, 2:7], ref) < 1e-5
+        assert rel_err(wide[:, 2:7], ref32) < 5e-2
         assert wide[:, :2].isnan().all() and wide[:, 7:].isnan().all()
 
 
@@ -80,8 +142,8 @@ def test_kernels_reject_bad_shapes():
     planes, x, _, _ = _case(QT.Q8_0, 4, 64, 1, torch.float32, "cpu")
     with pytest.raises(ValueError, match="gguf_gemv"):
         gguf_gemv(x, planes, torch.empty(1, 5))
-    with pytest.raises(ValueError, match="M <= 4"):
-        gguf_gemv(torch.randn(5, 64), planes, torch.empty(5, 4))
+    with pytest.raises(ValueError, match="M <= 8"):
+        gguf_gemv(torch.randn(9, 64), planes, torch.empty(9, 4))
     with pytest.raises(ValueError, match="gguf_gemm"):
         gguf_gemm(x[:, :32], planes, torch.empty(1, 4))
     # launch heuristic: tile = LANES * POS positions, no tail mask when K/32 has a 2^n factor
@@ -92,10 +154,35 @@ def test_kernels_reject_bad_shapes():
     assert 1024 // p["BLOCK_N"] >= 240 or p["BLOCK_N"] == 1
 
 
-def test_isa_specs_are_well_formed():
-    from gfx906_llm.kernels.gfx906 import gguf_dequant, gguf_gemm, gguf_gemv
+def test_mmvq_launch_rule():
+    from gfx906_llm.kernels.gfx906.gguf_mmvq import CONFIGS, launch
 
-    for mod in (gguf_dequant, gguf_gemv, gguf_gemm):
+    cuda = CONFIGS["cuda"]
+    p = launch(4096, 4096, 1, cuda)  # BLOCK_G 128 = LANES: one row per lane, x tile loads
+    assert (p["POS"], p["X_BCAST"], p["BLOCK_G"]) == (1, 0, 128)
+    p = launch(4096, 14336, 1, cuda)  # 448 groups: BLOCK_G 64 < LANES -> rows over warps
+    assert p["POS"] == cuda["POS_WIDE"] and p["X_BCAST"] == 1 and p["EVEN_G"]
+    assert launch(4096, 4096, 8, cuda)["POS"] == cuda["POS_WIDE"]
+    for cfg in CONFIGS.values():  # X_BCAST is forced wherever a program's rows span warps
+        for k in (4096, 14336, 96):
+            p = launch(1024, k, 1, cfg)
+            assert p["X_BCAST"] == 1 or p["BLOCK_G"] >= cfg["LANES"]
+
+
+def test_dequant_matmul_path(monkeypatch):
+    from gfx906_llm.kernels.gfx906 import gguf_gemm
+
+    planes, x, b, ref = _case(QT.Q4_K, 300, 256, 3, torch.float32, "cpu")
+    monkeypatch.setattr(gguf_gemm, "DEQUANT_CHUNK_BYTES", 256 * 256 * 4)  # 2 chunks: 256 + 44 rows
+    out = torch.full((3, 300), float("nan"))
+    gguf_gemm.gguf_dequant_matmul(x, planes, out, b)
+    assert rel_err(out, ref) < 1e-5
+
+
+def test_isa_specs_are_well_formed():
+    from gfx906_llm.kernels.gfx906 import gguf_dequant, gguf_gemm, gguf_gemv, gguf_mmvq, gguf_q8_1
+
+    for mod in (gguf_dequant, gguf_gemv, gguf_gemm, gguf_mmvq, gguf_q8_1):
         specs = mod.isa_specs()
         assert {s["arch"] for s in specs} >= {"gfx906", "gfx90a", "gfx942", "gfx1100", "cuda"}
         for s in specs:
@@ -117,8 +204,10 @@ def test_gpu_real_sizes(qt):
     w = gt.dequantize(raw, qt)
     planes = gt.pack_planes(raw, qt, k)
     assert torch.equal(gguf_dequantize(planes).view(torch.int32), w.view(torch.int32))
-    for m, fn in ((1, gguf_gemv), (4, gguf_gemv), (8, gguf_gemm), (300, gguf_gemm)):
+    for m, fn in ((1, gguf_gemv), (4, gguf_gemv), (8, gguf_gemv), (16, gguf_gemm), (300, gguf_gemm)):
         x = torch.randn(m, k, device="cuda", dtype=torch.float16)
-        out = torch.empty(m, n, device="cuda", dtype=torch.float16)
+        out = torch.full((m, n), float("nan"), device="cuda", dtype=torch.float32)
         fn(x, planes, out)
         assert rel_err(out, x.double() @ w.double().T) < 2e-2
+        if fn is gguf_gemv and qt in (QT.Q4_0, QT.Q4_K, QT.Q6_K, QT.Q8_0):  # integer-dot path
+            assert rel_err(out, mmvq_reference(x, w, None)) < 1e-5

@@ -42,7 +42,7 @@ CASES = [  # bits, group, asym, act_order, K, N
 
 
 @pytest.mark.parametrize("bits,group,asym,act_order,K,N", CASES)
-@pytest.mark.parametrize("M", [1, 5, 16])
+@pytest.mark.parametrize("M", [1, 5, 16, 24])
 def test_gemv(bits, group, asym, act_order, K, N, M):
     t, gs, w = make_weight(K, N, bits, group, asym, act_order)
     x = torch.randn(M, K, device=DEV).half()
@@ -170,11 +170,12 @@ def test_real_sizes_gpu(bits, group, asym, act_order, dtype):
     """Every dispatch path (GEMV, GEMM, dequantise + matmul) at real sizes, repeated launches."""
     K, N = 4096, 1024 + 96
     t, gs, w = make_weight(K, N, bits, group, asym, act_order, "cuda")
-    for M in (1, 2, 3, 4, 7, 16, 17, 300):
+    for M in (1, 2, 3, 4, 7, 16, 17, 48, 64, 65, 300):
         x = torch.randn(M, K, device="cuda").to(dtype)
         ref = x.float() @ w.t()
         tol = 2e-3 if dtype == torch.float16 else 1e-2
-        for force in (None, "gemm", "dequant") if M > 16 else (None,):
+        forces = (None,) if M <= 16 else (None, "gemv", "gemm", "dequant") if M <= 64 else (None, "gemm", "dequant")
+        for force in forces:
             for _ in range(3):
                 y = run(x, t, bits, gs, force=force)
                 torch.testing.assert_close(y.float(), ref, rtol=tol, atol=tol * ref.abs().max().item())
