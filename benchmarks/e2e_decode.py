@@ -5,13 +5,16 @@
 
 * copy bandwidth: ``dst.copy_(src)`` of 1 GiB, bytes read + written over the time (CUDA events).
 * ``--serve``: time from starting ``gfx906-llm serve MODEL`` to the first served token (a
-  completion of one token over HTTP, polled every 0.2 s), before the in-process engine loads.
+  completion of one token over HTTP, polled every 0.2 s), before the in-process engine loads;
+  ``--serve-repeats 2`` starts it again (Triton's kernel cache then warm).
 * the engine (graphs on unless ``--enforce-eager``): for each batch size B, B random-token
-  prompts of ``input-len`` tokens, greedy, ``output-len`` tokens each with ignore_eos, one warm-up
-  iteration of 16 tokens first. Decode tokens/s = B / mean time per output token (after the first).
+  prompts of ``input-len`` tokens, greedy, ``output-len`` tokens each with ignore_eos, after an
+  unmeasured iteration of the same batch (16 tokens). Decode tokens/s = B / mean time per output token (after the first).
 * roof: measured copy bandwidth / bytes read per decode step at batch 1 = every weight byte on
   the device except the untied token-embedding table (one row is read), plus the K/V cache read at
   the mean context of the run. ``fraction_of_roof`` = batch-1 decode tokens/s / roof.
+* ``replay_only_ms``: per batch size, the captured decode graph replayed back to back (GPU time
+  of a step without the host's part).
 * ``--eager-too``: the batch-1 figure again with the graphs switched off (same engine).
 """
 
@@ -132,6 +135,9 @@ def main() -> None:
     ap.add_argument("--enforce-eager", action="store_true")
     ap.add_argument("--eager-too", action="store_true")
     ap.add_argument("--serve", action="store_true")
+    ap.add_argument("--serve-repeats", type=int, default=1,
+                    help="start the server this many times (the first start compiles the Triton kernels, "
+                         "later ones find them in Triton's cache, as a user's second start does)")
     ap.add_argument("--label", default=None)
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -140,7 +146,9 @@ def main() -> None:
     res["copy_bandwidth_GBs"] = copy_bandwidth() / 1e9
     common = ["--max-model-len", str(args.max_model_len), "--max-num-seqs", str(max(args.batch_sizes))]
     if args.serve:
-        res["time_to_first_served_token"] = time_to_first_served_token(args.model, common)
+        runs = [time_to_first_served_token(args.model, common) for _ in range(args.serve_repeats)]
+        res["time_to_first_served_token"] = runs[0]
+        res["time_to_first_served_token_runs_s"] = [r["seconds"] for r in runs]
     t0 = time.perf_counter()
     engine = LLMEngine(EngineConfig(model=args.model, max_model_len=args.max_model_len,
                                     max_num_seqs=max(args.batch_sizes), enforce_eager=args.enforce_eager))
@@ -154,15 +162,29 @@ def main() -> None:
     res.update(weight_bytes=total, embedding_bytes=embed, bytes_per_decode_step=step_bytes,
                roof_tok_s=res["copy_bandwidth_GBs"] * 1e9 / step_bytes,
                weights_only_roof_tok_s=res["copy_bandwidth_GBs"] * 1e9 / (total - embed + row))
-    run_batch(engine, min(args.batch_sizes), 32, 16, "warmup")
     res["runs"] = []
     for b in args.batch_sizes:
+        run_batch(engine, b, args.input_len, 16, f"warmup{b}")  # same shapes, unmeasured
         r = run_batch(engine, b, args.input_len, args.output_len, f"b{b}")
         res["runs"].append(r)
         print(json.dumps(r), flush=True)
     b1 = next((r for r in res["runs"] if r["batch"] == 1), None)
     if b1:
         res["fraction_of_roof"] = b1["decode_tok_s"] / res["roof_tok_s"]
+    graphs = engine.runner.graphs
+    if graphs is not None:  # GPU time of one decode step alone (the graph replayed back to back)
+        res["replay_only_ms"] = {}
+        for b in args.batch_sizes:
+            if b in graphs.graphs:
+                g = graphs.graphs[b]
+                g.replay()
+                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                s.record()
+                for _ in range(20):
+                    g.replay()
+                e.record()
+                e.synchronize()
+                res["replay_only_ms"][b] = s.elapsed_time(e) / 20
     if args.eager_too and engine.runner.graphs is not None:
         graphs, engine.runner.graphs = engine.runner.graphs, None
         res["eager_batch1"] = run_batch(engine, 1, args.input_len, args.output_len, "eager")

@@ -95,6 +95,7 @@ class LLMEngine:
         # like vLLM: the served name is the model argument as given (the demo model's short name)
         self.model_name = (config.served_model_name or [config.model or DEFAULT_MODEL])[0]
         self.runner.allocate_kv_cache(num_blocks)
+        self.runner.warmup(budget, config.max_num_seqs)
         if graph_sizes:
             self.runner.capture_graphs(graph_sizes, max_len)
         self.block_manager = BlockManager(num_blocks, config.block_size)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import torch
 
-from gfx906_llm.attention.metadata import forward_context
+from gfx906_llm.attention.metadata import AttentionMetadata, forward_context
 from gfx906_llm.config import cdiv
 from gfx906_llm.engine.scheduler import SchedulerOutput
 from gfx906_llm.loader.model_loader import LoadedModel
@@ -19,6 +20,9 @@ from gfx906_llm.worker.sampler import Sampler
 logger = logging.getLogger(__name__)
 
 DEFAULT_CPU_KV_BYTES = 1 << 30
+# step sizes (tokens) run once at start on GPUs: every GEMV row bucket (powers of 2 up to 64),
+# each with and without Triton's "divisible by 16" specialisation, then prefill sizes
+WARMUP_TOKENS = (2, 3, 5, 8, 9, 16, 17, 24, 32, 33, 47, 48, 64, 65, 100, 128, 129, 256, 257, 512, 513, 1024, 1025)
 
 
 @dataclass
@@ -90,6 +94,42 @@ class ModelRunner:
         self.graphs = DecodeGraphs(self.model, self.device, sizes, max_model_len, self.block_size,
                                    capture=self.device.type == "cuda")
         return self.graphs.capture()
+
+    @torch.inference_mode()
+    def warmup(self, max_num_batched_tokens: int, max_num_seqs: int, force: bool = False) -> float:
+        """Run mixed-step shapes once (after ``allocate_kv_cache``) so that Triton compiles their
+        kernel variants at start rather than in the middle of serving (a new variant takes
+        seconds). Each step is one decode request plus a prefill chunk, ``T`` tokens in all, for
+        ``T`` in ``WARMUP_TOKENS`` up to the token budget; then the sampled-rows head for 1 to
+        ``max_num_seqs`` rows. Slots are -1: nothing is written to the KV cache. Returns seconds
+        (0 on the CPU, which runs no Triton kernels, unless ``force``: tests)."""
+        if self.device.type != "cuda" and not force:
+            return 0.0
+        t0 = time.perf_counter()
+        dev = self.device
+        sizes = sorted({t for t in WARMUP_TOKENS if t <= max_num_batched_tokens} | {max(2, max_num_batched_tokens)})
+        hidden = None
+        for T in sizes:
+            ids = torch.zeros(T, dtype=torch.int64, device=dev)
+            pos = torch.cat([torch.zeros(1, dtype=torch.int64, device=dev), torch.arange(T - 1, device=dev)])
+            meta = AttentionMetadata(
+                num_tokens=T, max_query_len=T - 1, max_seq_len=T - 1,
+                query_start_loc=torch.tensor([0, 1, T], dtype=torch.int32, device=dev),
+                seq_lens=torch.tensor([1, T - 1], dtype=torch.int32, device=dev),
+                block_table=torch.zeros((2, cdiv(T, self.block_size)), dtype=torch.int32, device=dev),
+                slot_mapping=torch.full((T,), -1, dtype=torch.int64, device=dev))
+            with forward_context(meta):
+                hidden = self.model(ids, pos)  # [T, d]
+        if hidden is not None:
+            rows = sorted({r for r in (1, 2, 3, 5, 8, 9, 16, 17, 32, 33, 47, 64, 65, 128, 129, 256)
+                           if r <= min(max_num_seqs, hidden.shape[0])})
+            for r in rows:
+                self.model.compute_logits(hidden[:r])
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        dt = time.perf_counter() - t0
+        logger.info("warm-up of %d step sizes (kernel compilation) in %.1f s", len(sizes), dt)
+        return dt
 
     # ---- one step ------------------------------------------------------------------------------
     @torch.inference_mode()

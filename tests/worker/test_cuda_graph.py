@@ -69,3 +69,21 @@ def test_graph_replay_matches_eager(smollm2_gguf_path):
     assert graphed.engine.runner.graphs is not None and graphed.engine.runner.graphs.graphs
     got = _run(graphed, prompts, lens)
     assert [g[0] for g in got] == [r[0] for r in ref]
+
+
+def test_warmup_runs_mixed_shapes_without_touching_the_cache(tmp_path):
+    """The start-up warm-up (GPU: kernel compilation) builds valid mixed steps of every size and
+    writes nothing to the KV cache (slots -1); forced here on the CPU with the torch ops."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "gfx906_llm.bench.random_model", "--format", "fp16", "--shape", "tiny",
+                    "--out", str(tmp_path / "m"), "--device", "cpu"], check=True, capture_output=True)
+    llm = LLM(str(tmp_path / "m"), max_model_len=256, kv_cache_memory_bytes=1 << 22, device="cpu", dtype="float32")
+    runner = llm.engine.runner
+    for k, v in runner.kv_caches:
+        k.fill_(1.5)
+        v.fill_(-2.5)
+    assert runner.warmup(130, 8) == 0.0  # CPU: nothing to compile
+    assert runner.warmup(130, 8, force=True) > 0.0
+    assert all(bool((k == 1.5).all()) and bool((v == -2.5).all()) for k, v in runner.kv_caches)
