@@ -132,13 +132,16 @@ CONFIGS = {
 # cuda: measured on H200 (benchmarks/NOTES_gguf.md) at M = 64 / 128 / 512 over the Llama-3-8B
 #   shapes: dequant + cuBLAS 0.25-0.66x of the fp16 matmul vs 0.14-0.49x fused; the fused
 #   kernel wins only 4096 -> 28672 at M = 64. The dequantise step runs at 1.5-3.5 TB/s.
+#   benchmarks/sweep_mid_m.py (Q4_K, the four linears of an 8B layer summed, us): M = 16 fused
+#   228 vs dequant 302; M = 24 / 32 / 48 / 64 fused 525 / 524 / 533 / 593 vs dequant 303 / 304 /
+#   307 / 313: dequantise from 17 rows.
 # gfx906 (not measured on the card): both paths are bound by fp16 FMA issue (no matrix cores);
 #   the dequantise pass costs ~2.6 B per weight of HBM traffic (~3 ns per 1000 weights at
 #   880 GB/s), i.e. <= 12% of an M >= 256 GEMM at ~20 TFLOP/s, and hipBLAS's Tensile kernels
 #   (the path vllm-gfx906 takes above 32 rows) avoid the decode inside the FMA loop; below
 #   256 rows the fused kernel keeps its no-extra-traffic advantage. 256 is reasoning, to be
 #   timed on a gfx906 card. gfx90a/gfx942/gfx1100: not timed, fused.
-DEQUANT_MIN_M = {"gfx906": 256, "gfx90a": None, "gfx942": None, "gfx1100": None, "cuda": 64, "default": None}
+DEQUANT_MIN_M = {"gfx906": 256, "gfx90a": None, "gfx942": None, "gfx1100": None, "cuda": 17, "default": None}
 DEQUANT_CHUNK_BYTES = 128 << 20
 
 

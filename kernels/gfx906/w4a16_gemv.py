@@ -92,10 +92,11 @@ P_ROWS = 16  # == gfx906_llm.quant.packing.INTERLEAVE
 #    split-K (one 2-warp program per tile): programs_per_cu=16 is the unmeasured fix to try.
 #  - M = 5..16: per-chunk tensor-core dots (EXPAND's join/permute cost more than they save),
 #    MAGIC conversions, BLOCK_N=128 on 4 warps, 4 programs/SM, num_stages=3: 0.74-1.08x fp16.
-#  - M = 17..64 (w4a16_gemm's "gemv_max_m"): the same dots with split-K, BLOCK_N=64 (a 64 x 64
-#    fp32 accumulator is 32 registers a lane); the tiled GEMM has no split-K, and an 8B model's
-#    down_proj (N = 4096) gave it 32 programs for 132 SMs: 8B GPTQ decode at 32-64 concurrent
-#    requests took 15-17 ms a step through it.
+#  - M = 17..64 (w4a16_gemm's "gemv_max_m"): the same dots with split-K. The tiled GEMM has no
+#    split-K (an 8B down_proj, N = 4096, gave it 32 programs for 132 SMs). benchmarks/
+#    sweep_mid_m.py, the four linears of an 8B layer summed (us), M = 24 / 32 / 48 / 64:
+#    BLOCK_N 128: 218 / 225 / 215 / 232; BLOCK_N 64: 307 / 306 / 254 / 289; dequantise + cuBLAS
+#    267-269; tiled GEMM 419-456.
 #  - The FMA path (M == 1 where HALF2 does not apply: 8-bit, bf16/fp32 x, GROUP 16) keeps
 #    BLOCK_N=256, 4 warps, 16 programs/SM, plain conversions (the exponent trick was ~2% slower).
 # default: small tiles for the interpreter on the CPU; HALF2 in its portable form, so that the CPU
@@ -116,7 +117,7 @@ CONFIGS: dict[str, dict] = {
                     "half2": {"BLOCK_N": 64, "num_warps": 2, "programs_per_cu": 16}},
              "half2_m": {2: {"BLOCK_N": 64, "num_warps": 2, "programs_per_cu": 8},
                          4: {"BLOCK_N": 32, "num_warps": 2, "programs_per_cu": 8, "PREFETCH": True}},
-             "dot": {"BLOCK_N": {2: 128, 4: 128, 8: 128, 16: 128, 32: 64, 64: 64}, "num_warps": 4, "programs_per_cu": 4,
+             "dot": {"BLOCK_N": {2: 128, 4: 128, 8: 128, 16: 128, 32: 128, 64: 128}, "num_warps": 4, "programs_per_cu": 4,
                      "dot_min_m": 16, "EXPAND": False, "MAGIC": True, "num_stages": 3},
              "num_stages": 1, "EVEN_K": True},
     "default": {"m1": {"BLOCK_N": 64, "num_warps": 4, "programs_per_cu": 4, "MAGIC": False, "HALF2": True},
