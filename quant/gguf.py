@@ -11,8 +11,9 @@ How a linear layer's weights live:
       ``weight.weight_loader(weight, GGUFWeight(...), shard_id)`` once per GGUF tensor. A merged
       layer (q/k/v, gate/up) gets one GGUF tensor per shard, each with its own qtype (Q4_K_M files
       mix Q4_K and Q6_K). The raw bytes of all shards are appended to ``weight`` (flat uint8).
-    * ``process_weights_after_loading``: on a GPU with Triton kernels, every shard is repacked
-      once into the kernel layout (``gguf_torch.pack_planes``: same bytes per weight, aligned
+    * ``process_weights_after_loading``: on a GPU with Triton kernels, runs of adjacent shards of
+      one type are merged (``merge_shard_runs``: one launch for q+k, gate+up), then every shard
+      is repacked once into the kernel layout (``gguf_torch.pack_planes``: same bytes per weight, aligned
       planes) and ``weight`` becomes that flat buffer; on the CPU the raw GGUF bytes stay.
     * ``apply``: per shard, into its column slice of the output: CPU -> ``gguf_torch.dequantize``
       (fp32) + matmul; GPU -> GEMV (M <= ``gemv_max_m``; Q4_0/Q4_K/Q6_K/Q8_0 as int8 dot
@@ -138,6 +139,20 @@ class _Shard:
     planes: Any = None  # GGUFPlanes once repacked for the GPU kernels
 
 
+def merge_shard_runs(shards: list[_Shard]) -> list[_Shard]:
+    """Adjacent output shards of one block type and input size whose raw rows are contiguous
+    become one shard (their rows stacked: still a valid GGUF tensor), so one kernel launch covers
+    them: q and k of a Q4_K_M attention (v is often Q6_K), gate and up."""
+    out = [shards[0]]
+    for s in shards[1:]:
+        p = out[-1]
+        if s.qtype == p.qtype and s.k == p.k and p.offset + p.nbytes == s.offset:
+            out[-1] = _Shard(p.qtype, p.n + s.n, p.k, p.offset, p.nbytes + s.nbytes)
+        else:
+            out.append(s)
+    return out
+
+
 class GGUFLinearMethod(QuantMethod):
     """Linear layer over GGUF-quantised shards (see the module docstring)."""
 
@@ -186,6 +201,7 @@ class GGUFLinearMethod(QuantMethod):
             return
         from gfx906_llm.quant.gguf_torch import pack_planes
 
+        layer.gguf_shards[:] = merge_shard_runs(layer.gguf_shards)  # in place: the parameter shares the list
         packed = [pack_planes(self._raw(param, s), s.qtype, s.k) for s in layer.gguf_shards]
         total = sum(p.nbytes for p in packed)
         flat = torch.empty(total, dtype=torch.uint8, device=param.device)
