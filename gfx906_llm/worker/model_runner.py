@@ -90,10 +90,21 @@ class ModelRunner:
                     num_blocks * self.kv_block_bytes() / 2**20)
 
     def capture_graphs(self, sizes: list[int], max_model_len: int) -> float:
-        """Capture decode graphs for ``sizes`` (after ``allocate_kv_cache``); returns seconds."""
-        self.graphs = DecodeGraphs(self.model, self.device, sizes, max_model_len, self.block_size,
-                                   capture=self.device.type == "cuda")
-        return self.graphs.capture()
+        """Capture decode graphs for ``sizes`` (after ``allocate_kv_cache``); returns seconds.
+
+        A capture that fails (an operation the platform's graphs do not support) leaves the
+        engine eager, with a warning, rather than failing the start."""
+        graphs = DecodeGraphs(self.model, self.device, sizes, max_model_len, self.block_size,
+                              capture=self.device.type == "cuda")
+        try:
+            dt = graphs.capture()
+        except RuntimeError as e:  # torch's CUDA/HIP errors are RuntimeErrors
+            torch.cuda.synchronize(self.device)  # a broken context raises here, and the start fails
+            logger.warning("decode graph capture failed (%s); decode steps run eagerly", str(e).splitlines()[0])
+            self.graphs = None
+            return 0.0
+        self.graphs = graphs
+        return dt
 
     @torch.inference_mode()
     def warmup(self, max_num_batched_tokens: int, max_num_seqs: int, force: bool = False) -> float:
