@@ -32,9 +32,10 @@ import urllib.request
 
 import torch
 
+from gfx906_llm.bench.common import random_token_prompts
+from gfx906_llm.bench.latency import run_iteration
 from gfx906_llm.config import EngineConfig
 from gfx906_llm.engine.engine import LLMEngine
-from gfx906_llm.sampling_params import SamplingParams
 
 
 def copy_bandwidth() -> float:
@@ -104,25 +105,22 @@ def weight_bytes(engine: LLMEngine) -> tuple[int, int]:
 def run_batch(engine: LLMEngine, batch: int, input_len: int, output_len: int, tag: str) -> dict:
     rng = random.Random(batch)
     vocab = min(engine.model_config.vocab_size, len(engine.tokenizer))
-    prompts = [[rng.randrange(vocab) for _ in range(input_len)] for _ in range(batch)]
-    sp = SamplingParams(temperature=0.0, max_tokens=output_len, ignore_eos=True)
-    ids = [f"{tag}-{i}" for i in range(batch)]
-    t0 = time.perf_counter()
-    for rid, p in zip(ids, prompts):
-        engine.add_request(rid, p, sp)
-    first, done = {}, {}
-    while engine.has_unfinished_requests():
-        for o in engine.step():
-            now = time.perf_counter()
-            n = len(o.outputs[0].token_ids)
-            if n and o.request_id not in first:
-                first[o.request_id] = now
-            if o.finished:
-                done[o.request_id] = (now, n)
-    end = time.perf_counter()
-    tpot = sum((done[r][0] - first[r]) / (done[r][1] - 1) for r in ids) / batch
-    return {"batch": batch, "ttft_ms": 1e3 * sum(first[r] - t0 for r in ids) / batch, "tpot_ms": 1e3 * tpot,
-            "decode_tok_s": batch / tpot, "output_tok_s": sum(d[1] for d in done.values()) / (end - t0)}
+    r = run_iteration(engine, random_token_prompts(rng, batch, input_len, vocab), output_len, tag)
+    tpot = sum(r["tpot"]) / len(r["tpot"])
+    return {"batch": batch, "ttft_ms": 1e3 * sum(r["ttft"]) / batch, "tpot_ms": 1e3 * tpot,
+            "decode_tok_s": batch / tpot, "output_tok_s": r["tokens"] / r["latency"]}
+
+
+def replay_ms(graph, reps: int = 20) -> float:
+    """Milliseconds per replay of a captured graph, replayed back to back (CUDA events)."""
+    graph.replay()
+    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    s.record()
+    for _ in range(reps):
+        graph.replay()
+    e.record()
+    e.synchronize()
+    return s.elapsed_time(e) / reps
 
 
 def main() -> None:
@@ -176,15 +174,7 @@ def main() -> None:
         res["replay_only_ms"] = {}
         for b in args.batch_sizes:
             if b in graphs.graphs:
-                g = graphs.graphs[b]
-                g.replay()
-                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                s.record()
-                for _ in range(20):
-                    g.replay()
-                e.record()
-                e.synchronize()
-                res["replay_only_ms"][b] = s.elapsed_time(e) / 20
+                res["replay_only_ms"][b] = replay_ms(graphs.graphs[b])
     if args.eager_too and engine.runner.graphs is not None:
         graphs, engine.runner.graphs = engine.runner.graphs, None
         res["eager_batch1"] = run_batch(engine, 1, args.input_len, args.output_len, "eager")

@@ -1,9 +1,8 @@
 """GPU check of decode-graph replay on a random mid-sized Llama; prints JSON.
 
-    python benchmarks/graph_check.py [--dir /tmp/graph_check_model] [--layers 16] [--hidden 2048]
+    python benchmarks/graph_check.py [--dir /tmp/graph_check_model]
 
-Writes a random-weight Llama (transformers' own LlamaForCausalLM, fp16 safetensors, a word-level
-tokenizer), then: greedy tokens and log-probs with graphs vs ``enforce_eager`` for 6 requests of
+Writes a random-weight Llama (``bench_fused_ops.make_model``: 16 layers of 2048, fp16), then: greedy tokens and log-probs with graphs vs ``enforce_eager`` for 6 requests of
 different prompt and output lengths (the batch shrinks through several captured sizes); the
 capture time; and batch-1 decode time per token with and without graphs.
 """
@@ -17,29 +16,10 @@ import time
 
 import torch
 
+from bench_fused_ops import make_model
+from e2e_decode import replay_ms
 from gfx906_llm.llm import LLM
 from gfx906_llm.sampling_params import SamplingParams
-
-
-def make_model(folder: str, layers: int, hidden: int, vocab: int = 32000) -> None:
-    import transformers as tf
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    cfg = tf.LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=hidden * 11 // 4,
-                         num_hidden_layers=layers, num_attention_heads=hidden // 128, num_key_value_heads=hidden // 512,
-                         max_position_embeddings=4096, eos_token_id=1, bos_token_id=2, tie_word_embeddings=False)
-    with torch.device("cuda"):
-        model = tf.LlamaForCausalLM(cfg).half().eval()
-    with torch.no_grad():  # larger weights than the 0.02 init: logits far from uniform
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.mul_(2.0)
-    model.save_pretrained(folder)
-    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(vocab)}, unk_token="w0"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tf.PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="w1", unk_token="w0").save_pretrained(folder)
-    del model
-    torch.cuda.empty_cache()
 
 
 def greedy(llm: LLM, prompts, lens):
@@ -94,10 +74,8 @@ def tpot(llm: LLM, n: int = 128) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", default="/tmp/graph_check_model")
-    ap.add_argument("--layers", type=int, default=16)
-    ap.add_argument("--hidden", type=int, default=2048)
     args = ap.parse_args()
-    make_model(args.dir, args.layers, args.hidden)
+    make_model(args.dir)
     rng = random.Random(0)
     prompts = [[rng.randrange(3, 32000) for _ in range(rng.randrange(5, 300))] for _ in range(6)]
     lens = [40, 33, 17, 9, 5, 2]
@@ -115,16 +93,7 @@ def main() -> None:
     res["divergence"] = divergence(got, ref)
     res["graph_tpot_ms"] = 1e3 * tpot(llm)
     for b in (1, 8, 32, 64):  # the replay alone: what the GPU spends per step of b requests
-        g = llm.engine.runner.graphs.graphs[b]
-        g.replay()
-        torch.cuda.synchronize()
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        for _ in range(50):
-            g.replay()
-        e.record()
-        e.synchronize()
-        res[f"replay_only_ms_b{b}"] = s.elapsed_time(e) / 50
+        res[f"replay_only_ms_b{b}"] = replay_ms(llm.engine.runner.graphs.graphs[b], 50)
     res["replay_only_ms"] = res["replay_only_ms_b1"]
     res["host_overhead_ms"] = res["graph_tpot_ms"] - res["replay_only_ms"]
     res["profile_us_per_step"] = profile_step(llm)

@@ -29,7 +29,9 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-iters-warmup", type=int, default=2, help="unmeasured iterations first (default 2)")
 
 
-def _iteration(engine, prompts: list[list[int]], output_len: int, tag: str) -> dict[str, Any]:
+def run_iteration(engine, prompts: list[list[int]], output_len: int, tag: str) -> dict[str, Any]:
+    """Add ``prompts`` (greedy, ``output_len`` tokens, ignore_eos) and step the engine until they
+    finish: ``{latency (s), ttft [s per request], tpot [s per request], tokens}``."""
     from gfx906_llm.sampling_params import SamplingParams
 
     sp = SamplingParams(temperature=0.0, max_tokens=output_len, ignore_eos=True)
@@ -76,7 +78,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     iters = []
     for i in range(args.num_iters_warmup + args.num_iters):
         prompts = random_token_prompts(rng, args.batch_size, args.input_len, vocab)
-        res = _iteration(engine, prompts, args.output_len, f"it{i}")
+        res = run_iteration(engine, prompts, args.output_len, f"it{i}")
         if i >= args.num_iters_warmup:
             iters.append(res)
         logger.info("iteration %d%s: %.3f s", i, " (warm-up)" if i < args.num_iters_warmup else "", res["latency"])
