@@ -21,9 +21,24 @@ import torch
 from torch import nn
 
 
-def load_calibration_text() -> str:
-    """The project's calibration text (str, about 11 KB)."""
-    return resources.files("gfx906_llm.quant.tools").joinpath("calibration_data.txt").read_text("utf-8")
+CALIBRATION_TEXTS = ("default", "extended")
+
+
+def load_calibration_text(name: str = "default") -> str:
+    """The project's calibration text: ``"default"`` (``calibration_data.txt``, about 11 KB, 2,808
+    SmolLM2 tokens) or ``"extended"`` (that text followed by ``calibration_selfgen.txt``, 158 KB
+    written by SmolLM2-135M-Instruct itself, see ``selfgen.py``; 36,300 tokens in all).
+
+    Raises:
+        ValueError: unknown name.
+    """
+    if name not in CALIBRATION_TEXTS:
+        raise ValueError(f"calibration text {name!r} unknown; accepted: {CALIBRATION_TEXTS}")
+    files = resources.files("gfx906_llm.quant.tools")
+    text = files.joinpath("calibration_data.txt").read_text("utf-8")
+    if name == "extended":
+        text = text.rstrip("\n") + "\n\n" + files.joinpath("calibration_selfgen.txt").read_text("utf-8")
+    return text
 
 
 def calibration_samples(tokenizer: Any, num_samples: int = 32, seq_len: int = 256, text: str | None = None) -> torch.Tensor:

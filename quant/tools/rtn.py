@@ -78,9 +78,11 @@ def find_params(
     """Scale and zero of each row of ``w`` ``[N, g]`` (one group) -> (scale ``[N]``, zero ``[N]``).
 
     ``include_zero=True`` widens the range to contain 0 (GPTQ's ``Quantizer.find_params``);
-    False uses the plain min/max (AWQ's ``pseudo_quantize_tensor``). ``min_zero=1`` keeps the
-    asymmetric zero >= 1 for GPTQ's v1 checkpoint format, which stores ``zero - 1`` in 4 bits
-    and so cannot hold a zero of 0 (the range is then re-fitted as [0, xmax] with zero 1).
+    False uses the plain min/max (AWQ's ``pseudo_quantize_tensor``), except for a group entirely
+    above or below 0, whose range is widened to contain 0 so that its zero fits in ``[0, maxq]``.
+    ``min_zero=1`` keeps the asymmetric zero >= 1 for GPTQ's v1 checkpoint format, which stores
+    ``zero - 1`` in 4 bits and so cannot hold a zero of 0 (the range is then re-fitted as
+    [0, xmax] with zero 1).
     Both scale and zero are float32; scales are rounded to fp16.
     """
     maxq = 2**bits - 1
@@ -97,17 +99,21 @@ def find_params(
     same = xmin == xmax
     xmin = torch.where(same, xmin - 1, xmin)
     xmax = torch.where(same, xmax + 1, xmax)
-    scale = ((xmax - xmin) / maxq).clamp(min=1e-5)
+    # a group entirely above or below 0 would need a zero point outside [0, maxq] (which the
+    # formats cannot store, and clamping it shifts every code): widen its range to contain 0
+    outside = (xmin > 0) | (xmax < 0)
+    xmin, xmax = torch.where(outside, xmin.clamp(max=0), xmin), torch.where(outside, xmax.clamp(min=0), xmax)
+    # the zero point is computed from the fp16-rounded scale the checkpoint stores: from the
+    # unrounded one, the rounding could shift the covered range by up to maxq * 2**-11 steps
+    scale = ((xmax - xmin) / maxq).clamp(min=1e-5).half().float()
     zero = torch.round(-xmin / scale).clamp(0, maxq)
     if min_zero > 0:
         low = zero < min_zero
         # refit: codes 0..maxq cover [-min_zero*s, (maxq-min_zero)*s] with s from xmax
         s_alt = (xmax.clamp(min=1e-8) / (maxq - min_zero)).clamp(min=1e-5)
-        s_alt = torch.maximum(s_alt, (-xmin / min_zero).clamp(min=0))
+        s_alt = torch.maximum(s_alt, (-xmin / min_zero).clamp(min=0)).half().float()
         scale = torch.where(low, s_alt, scale)
         zero = torch.where(low, torch.full_like(zero, float(min_zero)), zero)
-    scale = scale.half().float()
-    scale = torch.where(scale == 0, torch.full_like(scale, 2**-24), scale)
     return scale, zero
 
 

@@ -1,10 +1,13 @@
 """End to end (slow): SmolLM2 GGUF -> fp16 HF folder -> GPTQ / AWQ / RTN / compressed-tensors checkpoints.
 
 Each checkpoint is read back with the independent numpy unpackers of conftest.py, turned into a
-plain fp32 transformers model, and its perplexity on a fixed held-out text (not in the
-calibration text) is compared with the fp16 folder's. Run:
+plain fp32 transformers model, asked the France question (greedy) and measured: perplexity on
+``eval_text.txt`` (2,868 SmolLM2 tokens of text written for the project, in none of the calibration
+texts) in windows of 1024 tokens, each starting with BOS. Run:
 
-    pytest -m heavy tests/quant/test_e2e_quantized.py -s   (about 20 minutes; not in CI)
+    pytest -m heavy tests/quant/test_e2e_quantized.py -s   (about 15 minutes on 2 shared cores; not in CI)
+
+``EVAL_TEXT`` (494 tokens, all its paragraphs also in eval_text.txt) is the short text the CI engine test uses.
 """
 
 from __future__ import annotations
@@ -49,27 +52,50 @@ chords E minor, A minor, C and G. In the second week practise switching between 
 metronome. Then pick a simple song you like that uses those chords and play it every day until the \
 changes feel natural. After a month, add barre chords and basic strumming patterns."""
 
+EVAL_TEXT_FILE = os.path.join(os.path.dirname(__file__), "eval_text.txt")  # 2,868 SmolLM2 tokens, not in any calibration text
+CONTEXT = 1024
+
 # SmolLM2's hidden size 576 is not a multiple of 128: g128 needs --allow-ragged-groups (a format-legal
-# but engine-refused checkpoint); g64 divides 576 and 1536 and gives checkpoints every engine loads.
-VARIANTS = [
-    ("gptq", "gptq", 128, []),
-    ("gptq", "gptq", 128, ["--desc-act"]),
-    ("gptq", "gptq", 64, []),
-    ("awq", "awq", 128, []),
-    ("rtn", "gptq", 128, []),
-    ("rtn", "gptq", 64, []),
-    ("gptq", "compressed-tensors", 128, []),
+# but engine-refused checkpoint, hence the numpy unpackers below rather than the engine's loaders).
+VARIANTS = [  # (name, CLI arguments)
+    ("rtn g128 sym", ["--method", "rtn", "--format", "gptq"]),
+    ("rtn g128 asym", ["--method", "rtn", "--format", "gptq", "--asym"]),
+    ("gptq g128", ["--method", "gptq", "--format", "gptq"]),
+    ("gptq g128 act-order", ["--method", "gptq", "--format", "gptq", "--desc-act"]),
+    ("gptq g128 extended calibration", ["--method", "gptq", "--format", "gptq", "--calibration", "extended",
+                                        "--num-samples", "64"]),
+    ("awq g128", ["--method", "awq", "--format", "awq"]),
+    ("compressed-tensors w4a16 g128 (gptq)", ["--method", "gptq", "--format", "compressed-tensors"]),
+    ("rtn g32 asym", ["--method", "rtn", "--format", "gptq", "--asym", "--group-size", "32"]),
+    ("rtn 8-bit g128", ["--method", "rtn", "--format", "gptq", "--bits", "8"]),
 ]
 
 
-def perplexity(model, tok) -> float:
-    ids = tok(EVAL_TEXT, return_tensors="pt")["input_ids"]
-    if tok.bos_token_id is not None and int(ids[0, 0]) != tok.bos_token_id:
-        ids = torch.cat([torch.tensor([[tok.bos_token_id]]), ids], dim=1)
+def perplexity(model, tok, text: str | None = None, context: int = CONTEXT) -> tuple[float, int]:
+    """(perplexity, predicted tokens) of ``text`` (default: the eval text file) in consecutive
+    windows of ``context`` tokens, each starting with BOS (teacher forcing, fp32 logits)."""
+    if text is None:
+        with open(EVAL_TEXT_FILE, encoding="utf-8") as f:
+            text = f.read()
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    bos = [tok.bos_token_id] if tok.bos_token_id is not None else []
+    nll, n = 0.0, 0
+    for s in range(0, len(ids), context - len(bos)):
+        w = torch.tensor([bos + ids[s : s + context - len(bos)]])
+        with torch.no_grad():
+            logits = model(w).logits[0, :-1].float()
+        nll += float(torch.nn.functional.cross_entropy(logits, w[0, 1:], reduction="sum"))
+        n += w.shape[1] - 1
+    return math.exp(nll / n), n
+
+
+def france_answer(model, tok) -> str:
+    """Greedy reply (16 tokens) to the France question through the chat template."""
+    ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
     with torch.no_grad():
-        logits = model(ids).logits[0, :-1].float()
-    nll = torch.nn.functional.cross_entropy(logits, ids[0, 1:])
-    return math.exp(float(nll))
+        out = model.generate(ids, max_new_tokens=16, do_sample=False, pad_token_id=tok.eos_token_id)
+    return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
 
 
 def model_from_checkpoint(folder: str, dequantize):
@@ -97,26 +123,36 @@ def test_quantized_smollm2_perplexity(smollm2_fp16_dir, unpackers, tmp_path):
 
     tok = AutoTokenizer.from_pretrained(smollm2_fp16_dir)
     fp = AutoModelForCausalLM.from_pretrained(smollm2_fp16_dir, dtype=torch.float32).eval()
-    ppl_fp = perplexity(fp, tok)
-    results = {"fp16": {"ppl": round(ppl_fp, 3)}}
+    ppl_fp, n_tok = perplexity(fp, tok)
+    results = {"fp16": {"ppl": round(ppl_fp, 3), "tokens": n_tok, "context": CONTEXT, "answer": france_answer(fp, tok)}}
     print("fp16", results["fp16"], flush=True)
-    for method, fmt, gs, extra in VARIANTS:
-        out = str(tmp_path / f"{method}-{fmt}-g{gs}{'-act' if extra else ''}")
-        args = build_parser().parse_args([smollm2_fp16_dir, "--method", method, "--format", fmt, "--bits", "4",
-                                          "--group-size", str(gs), "--output", out, "--allow-ragged-groups", *extra])
+    for i, (key, extra) in enumerate(VARIANTS):
+        out = str(tmp_path / f"v{i}")
+        args = build_parser().parse_args([smollm2_fp16_dir, "--output", out, "--allow-ragged-groups", *extra])
         _validate(args)
         t0 = time.perf_counter()
         info = quantize_folder(args, log=lambda m: None)
-        ppl = perplexity(model_from_checkpoint(out, unpackers.checkpoint), tok)
-        key = f"{method}->{fmt} g{gs}{' act-order' if extra else ''}"
-        results[key] = {"ppl": round(ppl, 3), "rel": round(ppl / ppl_fp - 1, 4), "wall_s": round(time.perf_counter() - t0, 1),
-                        "quantize_cpu_s": info["cpu_s"], "quantize_wall_s": info["total_s"]}
+        model = model_from_checkpoint(out, unpackers.checkpoint)
+        ppl, _ = perplexity(model, tok)
+        results[key] = {"ppl": round(ppl, 3), "rel": round(ppl / ppl_fp - 1, 4), "answer": france_answer(model, tok),
+                        "wall_s": round(time.perf_counter() - t0, 1), "quantize_cpu_s": info["cpu_s"]}
         print(key, results[key], flush=True)
         with open(os.path.join(out, "config.json")) as f:
-            assert json.load(f)["quantization_config"]["quant_method"] == ("compressed-tensors" if fmt == "compressed-tensors" else fmt)
+            assert json.load(f)["quantization_config"]["quant_method"] == args.format
     print(json.dumps(results, indent=1))
-    for key, r in results.items():
-        if key != "fp16":  # a broken layout gives perplexities in the hundreds or more
-            assert r["ppl"] < 2.0 * ppl_fp, (key, r, ppl_fp)
-    assert results["gptq->gptq g128 act-order"]["ppl"] < results["rtn->gptq g128"]["ppl"]
-    assert results["awq->awq g128"]["ppl"] < results["rtn->gptq g128"]["ppl"]
+    r = {k: v["ppl"] for k, v in results.items()}
+    for key, v in results.items():
+        assert "Paris" in v["answer"], (key, v)
+    # Measured (2,868 tokens, context 1024, fp16 18.55): rtn sym 27.9 (+51%), rtn asym 23.6 (+27%),
+    # gptq 22.5 (+21%), gptq act-order 22.3 (+20%), awq 21.9 (+18%), rtn g32 asym 23.0 (+24%),
+    # rtn 8-bit 18.70 (+0.8%), gptq with the extended calibration text 21.85 (+18%). Without the sink weight GPTQ gave 26.1 (sym): see gptq.hessian_from_inputs.
+    # 4 bits g128 cost SmolLM2-135M about 20% whatever the algorithm: "within a few percent" is not reached.
+    assert r["rtn 8-bit g128"] < 1.03 * ppl_fp
+    assert r["gptq g128"] < 0.85 * r["rtn g128 sym"]  # GPTQ against RTN with the same (symmetric) quantiser
+    assert r["gptq g128"] < r["rtn g128 asym"]  # ... and even against asymmetric RTN
+    assert r["gptq g128 act-order"] < 0.85 * r["rtn g128 sym"]
+    assert r["awq g128"] < 0.97 * r["rtn g128 asym"]  # AWQ (asym) against RTN with the same quantiser
+    assert r["compressed-tensors w4a16 g128 (gptq)"] == pytest.approx(r["gptq g128"], rel=0.01)  # same codes
+    for key in ("gptq g128", "gptq g128 act-order", "gptq g128 extended calibration", "awq g128",
+                "compressed-tensors w4a16 g128 (gptq)"):
+        assert r[key] < 1.27 * ppl_fp, (key, r[key], ppl_fp)

@@ -243,6 +243,7 @@ def test_cli_rejects_bad_arguments(capsys):
 
     assert main(["/nonexistent", "--method", "awq", "--desc-act", "--output", "/tmp/x"]) == 2
     assert main(["/nonexistent", "--format", "awq", "--bits", "8", "--output", "/tmp/x"]) == 2
+    assert main(["/nonexistent", "--sink-weight", "-1", "--output", "/tmp/x"]) == 2
     assert "error" in capsys.readouterr().err
 
 
