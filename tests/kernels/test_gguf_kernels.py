@@ -24,7 +24,17 @@ HALF_POS = {QT.Q4_0: [0], QT.Q4_1: [0, 2], QT.Q5_0: [0], QT.Q5_1: [0, 2], QT.Q8_
             QT.IQ4_NL: [0], QT.IQ4_XS: [0]}
 
 
-def random_raw(qt: int, n: int, k: int, device="cpu") -> torch.Tensor:
+# CPU: the Triton interpreter (tests/conftest.py); with a GPU the same tests run the real kernels there
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _default_device():
+    with torch.device(DEV):
+        yield
+
+
+def random_raw(qt: int, n: int, k: int, device=DEV) -> torch.Tensor:
     rng = np.random.default_rng()
     elems, nbytes = GGML_QUANT_SIZES[qt]
     nb = n * k // elems
@@ -56,7 +66,7 @@ def test_gemv_matches_dequant_matmul(qt):
     k = 256 if elems == 256 else 96  # 96: 3 groups, not a power of two -> masked tail
     cfg = dict(_config(), MMVQ=False)  # the float kernel for every type
     for m in (1, 3, 6):  # 3: a 4-row program with one masked row; 6: two launches
-        planes, x, b, ref = _case(qt, 5, k, m, torch.float32, "cpu")
+        planes, x, b, ref = _case(qt, 5, k, m, torch.float32, DEV)
         # write into a column slice of a wider output, as merged layers do
         wide = torch.full((m, 9), float("nan"))
         gguf_gemv(x, planes, wide[:, 2:7], b, config=cfg)
@@ -128,7 +138,7 @@ def test_gemm_matches_dequant_matmul(qt, decode_3d):
 
     elems, _ = GGML_QUANT_SIZES[qt]
     k = 256 if elems == 256 else 96
-    planes, x, b, ref = _case(qt, 40, k, 19, torch.float32, "cpu")
+    planes, x, b, ref = _case(qt, 40, k, 19, torch.float32, DEV)
     out = torch.empty(19, 40)
     cfg = dict(launch_config(19), DECODE_3D=(int(qt),) if decode_3d else ())
     gguf_gemm(x, planes, out, b, config=cfg)
@@ -139,7 +149,7 @@ def test_kernels_reject_bad_shapes():
     from gfx906_llm.kernels.gfx906.gguf_gemm import gguf_gemm
     from gfx906_llm.kernels.gfx906.gguf_gemv import gguf_gemv, launch_params
 
-    planes, x, _, _ = _case(QT.Q8_0, 4, 64, 1, torch.float32, "cpu")
+    planes, x, _, _ = _case(QT.Q8_0, 4, 64, 1, torch.float32, DEV)
     with pytest.raises(ValueError, match="gguf_gemv"):
         gguf_gemv(x, planes, torch.empty(1, 5))
     with pytest.raises(ValueError, match="M <= 8"):
@@ -172,7 +182,7 @@ def test_mmvq_launch_rule():
 def test_dequant_matmul_path(monkeypatch):
     from gfx906_llm.kernels.gfx906 import gguf_gemm
 
-    planes, x, b, ref = _case(QT.Q4_K, 300, 256, 3, torch.float32, "cpu")
+    planes, x, b, ref = _case(QT.Q4_K, 300, 256, 3, torch.float32, DEV)
     monkeypatch.setattr(gguf_gemm, "DEQUANT_CHUNK_BYTES", 256 * 256 * 4)  # 2 chunks: 256 + 44 rows
     out = torch.full((3, 300), float("nan"))
     gguf_gemm.gguf_dequant_matmul(x, planes, out, b)

@@ -6,7 +6,7 @@ import torch
 
 from gfx906_llm.quant import gguf_torch as gt
 from gfx906_llm.quant.gguf import QT, _Shard, merge_shard_runs
-from tests.kernels.test_gguf_kernels import random_raw
+from tests.kernels.test_gguf_kernels import DEV, random_raw
 
 
 def test_merge_rules():
@@ -35,11 +35,11 @@ def test_merged_shard_computes_the_stacked_weight():
         off += r.numel()
     merged = merge_shard_runs(shards)
     assert len(merged) == 2 and merged[0].n == 48
-    x = torch.randn(1, k).half()
+    x = torch.randn(1, k, device=DEV).half()
     for s, rows in ((merged[0], raws[:2]), (merged[1], raws[2:])):
         raw = flat[s.offset:s.offset + s.nbytes].view(s.n, -1)
         planes = gt.pack_planes(raw, s.qtype, k)
-        out = torch.empty(1, s.n, dtype=torch.float16)
+        out = torch.empty(1, s.n, dtype=torch.float16, device=DEV)
         gguf_gemv(x, planes, out)
         ref = x.float() @ torch.cat([gt.dequantize(r, s.qtype) for r in rows]).t()
         torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2 * ref.abs().max().item())
