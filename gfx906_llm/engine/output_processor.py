@@ -3,9 +3,8 @@
 Detokenisation follows vLLM's ``detokenize_incrementally``: decode a short window of token ids
 that starts a few tokens back (``prefix_offset``) and emit only the text past what the window
 without the newest tokens gave, waiting while the text ends in an incomplete UTF-8 sequence
-(U+FFFD), for at most ``MAX_PENDING`` tokens. Stop strings are searched in the new text plus the
-last ``len(stop) - 1`` old characters; text that could still grow into a stop string is held back
-from the output.
+(U+FFFD). Stop strings are searched in the new text plus the last ``len(stop) - 1`` old
+characters; text that could still grow into a stop string is held back from the output.
 """
 
 from __future__ import annotations
@@ -14,10 +13,6 @@ from gfx906_llm.outputs import CompletionOutput, Logprob
 from gfx906_llm.sampling_params import SamplingParams
 
 INITIAL_OFFSET = 5  # prompt tokens decoded with the first outputs, for correct leading spaces
-# new tokens held back while their text ends in U+FFFD (an incomplete UTF-8 sequence: at most 4
-# bytes); past this, the bytes are invalid for good and are emitted as U+FFFD, as a full decode
-# shows them, rather than growing the window (and its cost) with every token
-MAX_PENDING = 6
 
 
 class SequenceDetokenizer:
@@ -56,8 +51,7 @@ class SequenceDetokenizer:
         self.ids.append(token_id)
         prefix = self._decode(self.ids[self.prefix_offset:self.read_offset])
         full = self._decode(self.ids[self.prefix_offset:])
-        pending = len(self.ids) - self.read_offset
-        if len(full) > len(prefix) and (not full.endswith("\ufffd") or pending > MAX_PENDING):
+        if len(full) > len(prefix) and not full.endswith("\ufffd"):
             new = full[len(prefix):]
             self.prefix_offset, self.read_offset = self.read_offset, len(self.ids)
         else:
