@@ -123,7 +123,8 @@ def test_linear_method_mixed_shards_cpu():
     assert layer.weight.numel() == sum(r.numel() for r in raws)  # memory = file bytes
     w = torch.cat([gt.dequantize(r, t) for r, t in zip(raws, types)])
     x, bias = torch.randn(2, 3, k), torch.randn(sum(sizes))
-    torch.testing.assert_close(method.apply(layer, x, bias), x @ w.T + bias, rtol=1e-5, atol=1e-5)
+    ref = x @ w.T + bias  # fp32 sums in another order: rounding relative to the largest term
+    torch.testing.assert_close(method.apply(layer, x, bias), ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
     assert torch.equal(method.embedding(layer, torch.tensor([4, 0])), w[[4, 0]])
 
 
