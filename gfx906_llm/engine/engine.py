@@ -59,7 +59,7 @@ class LLMEngine:
     def __init__(self, config: EngineConfig):
         from gfx906_llm.loader.model_loader import load_model
         from gfx906_llm.platform import detect_platform
-        from gfx906_llm.worker.cuda_graph import capture_sizes
+        from gfx906_llm.worker.cuda_graph import capture_sizes, graph_memory_bytes
         from gfx906_llm.worker.model_runner import ModelRunner
 
         self.config = config
@@ -80,7 +80,7 @@ class LLMEngine:
         self.runner = ModelRunner(loaded, self.platform, config.block_size, config.seed)
         use_graphs = self.platform.device.startswith("cuda") and not config.enforce_eager
         graph_sizes = capture_sizes(config.cuda_graph_sizes, config.max_num_seqs) if use_graphs else []
-        graph_bytes = sum(graph_sizes) * cfg.vocab_size * 4 + (256 << 20 if graph_sizes else 0)
+        graph_bytes = graph_memory_bytes(graph_sizes, cfg.vocab_size)
         num_blocks = self.runner.profile_num_blocks(config.gpu_memory_utilization, config.kv_cache_memory_bytes,
                                                     budget, config.max_num_seqs, max_len, graph_bytes)
         if num_blocks < 1:

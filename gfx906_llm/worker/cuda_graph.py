@@ -48,6 +48,12 @@ def capture_sizes(requested: list[int] | None, max_num_seqs: int) -> list[int]:
     return sorted({s for s in sizes if s <= top} | {top})
 
 
+def graph_memory_bytes(sizes: list[int], vocab_size: int) -> int:
+    """Bytes to keep free for captured graphs: the fp32 logits every size keeps as its output,
+    plus 256 MiB for the graphs' intermediate activations (0 without sizes)."""
+    return sum(sizes) * vocab_size * 4 + (256 << 20) if sizes else 0
+
+
 def is_decode_step(sched: SchedulerOutput) -> bool:
     """True when every scheduled request adds one token (what the graphs were captured for)."""
     return bool(sched.scheduled) and sched.total_num_scheduled_tokens == len(sched.scheduled)
@@ -184,7 +190,3 @@ class DecodeGraphs:
         if len(rows) == n:
             return logits[:n], sample_ids
         return logits[torch.as_tensor(np.asarray(rows), device=logits.device)], sample_ids
-
-    def memory_estimate(self, vocab_size: int) -> int:
-        """Bytes the captured outputs keep (fp32 logits of every size), for the KV budget."""
-        return sum(self.sizes) * vocab_size * 4 if self.capture_enabled else 0
