@@ -11,8 +11,8 @@ random bytes with finite fp16 scales). Sections:
   to max |ref|), at 512 x 4096; ``check_mmvq``: the integer-dot GEMV vs its q8_1 oracle.
 * ``decode``: Q4_0, Q4_K, Q6_K, Q8_0 at Llama-3-8B linear shapes (K -> N), M = 1, 4 and 8:
   effective bandwidth = weight bytes (the kernel-layout planes = file bytes) / time, as a
-  fraction of the copy bandwidth measured in the same run (``dst.copy_(src)`` of 1 GiB,
-  read + write bytes). Timings are CUDA-graph replays of back-to-back calls, each on a
+  fraction of the copy bandwidth measured in the same run (the faster of ``dst.copy_(src)`` and
+  an SM copy kernel, 1 GiB, read + write bytes). Timings are CUDA-graph replays of back-to-back calls, each on a
   different copy of the weight (together > 2x L2), so every call streams its weight from HBM.
   The integer-dot GEMV is timed with this arch's CONFIGS (with and without its q8_1 launch)
   and for several launch candidates (``CANDIDATES``: input for CONFIGS["cuda"]); also the
@@ -87,11 +87,16 @@ def graph_time(fns: list, reps: int = 5) -> float:
 
 
 def copy_bandwidth() -> float:
+    """Read + write bytes/s of 1 GiB copies: the faster of ``dst.copy_(src)`` (a memcpy node in a
+    graph: ~2.7 TB/s on an H200) and an SM kernel copy (``torch.neg(src, out=dst)``, fp16: ~4.1
+    TB/s), as ``bench_w4a16.copy_bandwidth``. Runs before 2026-11-21 divided by the memcpy figure
+    only, which made every fraction ~1.5x too kind."""
     n = 1 << 30
-    src = torch.empty(n, dtype=torch.uint8, device="cuda")
+    src = torch.empty(n // 2, dtype=torch.float16, device="cuda")
     dst = torch.empty_like(src)
-    t = graph_time([lambda: dst.copy_(src)] * 4, reps=5)
-    return 2 * n / t
+    t_mem = graph_time([lambda: dst.copy_(src)] * 4, reps=5)
+    t_sm = graph_time([lambda: torch.neg(src, out=dst)] * 4, reps=5)
+    return 2 * n / min(t_mem, t_sm)
 
 
 def read_bandwidth() -> float:
@@ -191,11 +196,12 @@ def _copies(qt, n, k, rng, l2_bytes=2 * 50 * 2**20):
 
 
 #: integer-dot GEMV launch candidates timed at every decode shape: (LANES, num_warps, POS, X_BCAST)
-CANDIDATES = [(128, 4, 1, 0), (128, 4, 2, 0), (128, 4, 4, 0), (128, 4, 4, 1), (64, 2, 4, 0)]
+CANDIDATES = [(128, 4, 1, 0), (128, 4, 2, 0), (128, 4, 4, 0), (128, 4, 4, 1), (64, 2, 4, 0),
+              (128, 4, 1, 0, "evict_first"), (128, 4, 4, 1, "evict_first")]  # (lanes, warps, POS, X_BCAST[, EVICT])
 
 
 def _cand(c) -> str:
-    return f"L{c[0]}w{c[1]}P{c[2]}X{c[3]}"
+    return f"L{c[0]}w{c[1]}P{c[2]}X{c[3]}" + ("E" if len(c) > 4 else "")
 
 
 def decode(rng, copy_bw: float, quick: bool) -> list[dict]:
@@ -223,7 +229,8 @@ def decode(rng, copy_bw: float, quick: bool) -> list[dict]:
                      "mmvq": graph_time([lambda p=p: mq.gguf_mmvq(x, p, out) for p in copies]),
                      "kern": graph_time([lambda p=p: mq.gguf_mmvq(x, p, out, xq=xq) for p in copies])}
                 for c in CANDIDATES:
-                    cfg = dict(mq.config(), LANES=c[0], num_warps=c[1], POS=c[2], X_BCAST=c[3])
+                    cfg = dict(mq.config(), LANES=c[0], num_warps=c[1], POS=c[2], X_BCAST=c[3],
+                               EVICT=c[4] if len(c) > 4 else "")
                     t["mmvq_" + _cand(c)] = graph_time([lambda p=p: mq.gguf_mmvq(x, p, out, config_override=cfg) for p in copies])
                     t["kern_" + _cand(c)] = graph_time([lambda p=p: mq.gguf_mmvq(x, p, out, xq=xq, config_override=cfg) for p in copies])
                 if m == 1:

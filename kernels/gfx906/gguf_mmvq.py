@@ -123,7 +123,7 @@ def gguf_mmvq_kernel(xq_ptr, meta_ptr, out_ptr, bias_ptr, q_ptr, h_ptr, s_ptr, d
                      q_rs, h_rs, s_rs, d_rs, M, N, G, stride_om,
                      QT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
                      BLOCK_G: tl.constexpr, EVEN_G: tl.constexpr, HAS_BIAS: tl.constexpr,
-                     DOT: tl.constexpr, X_BCAST: tl.constexpr):
+                     DOT: tl.constexpr, X_BCAST: tl.constexpr, EVICT: tl.constexpr = ""):
     """``out[M, N] = dequant(q8_1 x) @ W.T``: ``q_ptr`` is the code plane viewed as int32 words
     (``q_rs`` in words), ``xq_ptr`` the q8_1 codes as int32 words (``G * 8`` per row, split-half
     order), ``meta_ptr`` the ``[M, G, 4]`` int32 group records (``quantize_q8_1``)."""
@@ -156,11 +156,12 @@ def gguf_mmvq_kernel(xq_ptr, meta_ptr, out_ptr, bias_ptr, q_ptr, h_ptr, s_ptr, d
         f1 = 0.0
         f2 = 0.0
         if QT == 8:
-            c0 = tl.load(q_ptr + r * q_rs + gl * 8 + i4)  # [BN, BG, 4] int8 codes of 32g + 4i ..
-            c1 = tl.load(q_ptr + r * q_rs + gl * 8 + 4 + i4)  # .. and of 32g + 16 + 4i
+            # [BN, BG, 4] int8 codes of 32g + 4i .. and of 32g + 16 + 4i
+            c0 = tl.load(q_ptr + r * q_rs + gl * 8 + i4, eviction_policy=EVICT)
+            c1 = tl.load(q_ptr + r * q_rs + gl * 8 + 4 + i4, eviction_policy=EVICT)
             f0 = tl.load(d_ptr + r * d_rs + gl).to(tl.float32)
         else:
-            w = tl.load(q_ptr + r * q_rs + gl * 4 + i4)  # [BN, BG, 4]: 16 nibble bytes
+            w = tl.load(q_ptr + r * q_rs + gl * 4 + i4, eviction_policy=EVICT)  # [BN, BG, 4]: 16 nibbles
             c0 = w & 0x0F0F0F0F  # codes of elements 32g + 4i + b
             c1 = (w >> 4) & 0x0F0F0F0F  # 32g + 16 + 4i + b
             if QT == 2:
@@ -177,8 +178,8 @@ def gguf_mmvq_kernel(xq_ptr, meta_ptr, out_ptr, bias_ptr, q_ptr, h_ptr, s_ptr, d
                 f1 = tl.load(m_ptr + r * d_rs + gl // 8).to(tl.float32) * mn.to(tl.float32)
             else:  # Q6_K: + 2 high bits per element from the 2-bit words, int8 scale per 16
                 hp = h_ptr + r * h_rs + gl * 2
-                c0 = _sext6(c0 | _spread6(tl.load(hp), i4))
-                c1 = _sext6(c1 | _spread6(tl.load(hp + 1), i4))
+                c0 = _sext6(c0 | _spread6(tl.load(hp, eviction_policy=EVICT), i4))
+                c1 = _sext6(c1 | _spread6(tl.load(hp + 1, eviction_policy=EVICT), i4))
                 sp = s_ptr + r * s_rs + gl * 2
                 f0 = tl.load(sp).to(tl.int32)
                 f1 = tl.load(sp + 1).to(tl.int32)
@@ -245,14 +246,17 @@ def _store(out_ptr, acc, bias, rn, mi, N, M, stride_om):
 #   (POS 2), 0.52 (POS 4), 0.64 (POS 4, X_BCAST 1), 0.56 (64 lanes); for K = 14336 (BLOCK_G 64 <
 #   LANES) POS 4 + X_BCAST 1: 0.81 vs 0.72 (POS 1, X_BCAST 0) and 0.67 (64 lanes). For M > 1
 #   POS 4 + X_BCAST 1: best at K = 4096 for M = 8 (0.23), within 12% of the best candidate
-#   elsewhere (64 lanes at K = 14336: M = 4 0.51 vs 0.44, M = 8 0.35 vs 0.31).
+#   elsewhere (64 lanes at K = 14336: M = 4 0.51 vs 0.44, M = 8 0.35 vs 0.31). (Those fractions
+#   are of the memcpy copy, 2.77 TB/s; the SM copy is 4.17 TB/s: divide by 1.5.) EVICT
+#   evict_first on the weight loads (session 3): 3-14% faster on all 20 M = 1 cells (Q4_K
+#   14336x4096 0.46 -> 0.51 of the SM copy), and at M = 4 / 8.
 CONFIGS = {
     "gfx906": {"LANES": 256, "POS": 1, "num_warps": 4, "num_stages": 1, "MIN_PROGRAMS": 240, "DOT": 2, "X_BCAST": 1},
     "gfx90a": {"LANES": 256, "POS": 1, "num_warps": 4, "num_stages": 1, "MIN_PROGRAMS": 416, "DOT": 2, "X_BCAST": 1},
     "gfx942": {"LANES": 256, "POS": 1, "num_warps": 4, "num_stages": 1, "MIN_PROGRAMS": 1216, "DOT": 2, "X_BCAST": 1},
     "gfx1100": {"LANES": 128, "POS": 1, "num_warps": 4, "num_stages": 1, "MIN_PROGRAMS": 192, "DOT": 0, "X_BCAST": 1},
     "cuda": {"LANES": 128, "POS": 1, "num_warps": 4, "num_stages": 1, "MIN_PROGRAMS": 528, "DOT": 1, "X_BCAST": 0,
-             "POS_WIDE": 4},
+             "POS_WIDE": 4, "EVICT": "evict_first"},
     "default": {"LANES": 128, "POS": 1, "num_warps": 4, "num_stages": 1, "MIN_PROGRAMS": 256, "DOT": 0, "X_BCAST": 1},
 }
 
@@ -319,7 +323,8 @@ def gguf_mmvq(x: torch.Tensor, planes, out: torch.Tensor, bias: torch.Tensor | N
     gguf_mmvq_kernel[grid](xq_.view(torch.int32), meta, out, bias if bias is not None else out,
                            q32, h, s, planes.d, m, q32.stride(0), h.stride(0), s.stride(0), planes.d.stride(0),
                            M, planes.n, K // 32, out.stride(0), QT=planes.qtype, BLOCK_M=block_m,
-                           HAS_BIAS=bias is not None, DOT=cfg["DOT"], num_warps=cfg["num_warps"],
+                           HAS_BIAS=bias is not None, DOT=cfg["DOT"], EVICT=cfg.get("EVICT", ""),
+                           num_warps=cfg["num_warps"],
                            num_stages=cfg["num_stages"], **p)
     return out
 
@@ -340,10 +345,11 @@ def isa_specs() -> list[dict]:
                            "d_ptr": "*fp16", "m_ptr": "*fp16", "q_rs": "i32", "h_rs": "i32", "s_rs": "i32",
                            "d_rs": "i32", "M": "i32", "N": "i32", "G": "i32", "stride_om": "i32",
                            **{c: "constexpr" for c in ("QT", "BLOCK_M", "BLOCK_N", "BLOCK_G", "EVEN_G",
-                                                       "HAS_BIAS", "DOT", "X_BCAST")}}
+                                                       "HAS_BIAS", "DOT", "X_BCAST", "EVICT")}}
                     specs.append({"name": f"gguf_mmvq_k{k}_m{bm}_qt{qt}_pos{pos}", "fn": gguf_mmvq_kernel,
                                   "signature": sig,
-                                  "constexprs": {"QT": qt, "BLOCK_M": bm, "HAS_BIAS": False, "DOT": cfg["DOT"], **p},
+                                  "constexprs": {"QT": qt, "BLOCK_M": bm, "HAS_BIAS": False, "DOT": cfg["DOT"],
+                                                 "EVICT": cfg.get("EVICT", ""), **p},
                                   "num_warps": cfg["num_warps"], "num_stages": cfg["num_stages"], "arch": arch,
                                   "divisible_by_16": ["xq_ptr", "meta_ptr", "out_ptr", "bias_ptr",
                                                       *PLANE_DIV16, "N", "stride_om"]})

@@ -44,7 +44,7 @@ import triton.language as tl
 
 from gfx906_llm.kernels.gfx906.w4a16_common import (_dequant, _dot, _dq_block, _group_params, _q_to,  # noqa: F401
                                                     _x_col, _x_tile)
-from gfx906_llm.kernels.gfx906.w4a16_half2 import _half2_prep, _half2_row  # noqa: F401
+from gfx906_llm.kernels.gfx906.w4a16_half2 import _half2_dot, _half2_prep, _x_pairs  # noqa: F401
 
 
 P_ROWS = 16  # == gfx906_llm.quant.packing.INTERLEAVE
@@ -81,9 +81,12 @@ P_ROWS = 16  # == gfx906_llm.quant.packing.INTERLEAVE
 # cuda, from benchmarks/bench_w4a16.py --sweep on an H200 (132 SMs; fractions of the 4.12 TB/s
 #   SM-kernel copy, NOTES_w4a16.md has the tables):
 #  - M == 1: HALF2 with PTX (2.8 SASS instructions per weight against 5.1 for the FMA path;
-#    96-128 registers against 156): BLOCK_N=64 on 2 warps, 16 programs/SM, no PREFETCH:
-#    0.24/0.11/0.47/0.48/0.56-0.59 of copy bandwidth, 1.41-2.18x fp16 on the five Llama-3-8B
-#    shapes (FMA path: 0.62-0.71x of that; tensor-core dots padded to 16 rows: 0.3-0.6x).
+#    96-128 registers against 156): BLOCK_N=64 on 2 warps, 16 programs/SM, no PREFETCH, with
+#    _CUDA_H2: 0.27/0.11/0.52/0.52/0.64 of copy bandwidth, 1.51-2.53x fp16 on the five Llama-3-8B
+#    shapes (without _CUDA_H2 0.24/0.11/0.47/0.48/0.56; FMA path: 0.62-0.71x of that; tensor-core
+#    dots padded to 16 rows: 0.3-0.6x). Tried without gain (exp_gemv_layout.py): a tiled weight
+#    layout with each program's words contiguous, unrolled/prefetched loads, x loaded first,
+#    programmatic dependent launch with an L2 prefetch of the first K blocks.
 #    The goal (0.85, 3.3x) is not met: issue slots are ~40% used, PREFETCH and num_stages
 #    changed nothing, and every kernel pays ~5 us (cuBLAS too) that the small shapes cannot hide.
 #  - M == 2: HALF2 rows, BLOCK_N=64 on 2 warps, 8 programs/SM: 1.3-1.75x fp16 (dot path ~0.9x).
@@ -101,6 +104,12 @@ P_ROWS = 16  # == gfx906_llm.quant.packing.INTERLEAVE
 #    BLOCK_N=256, 4 warps, 16 programs/SM, plain conversions (the exponent trick was ~2% slower).
 # default: small tiles for the interpreter on the CPU; HALF2 in its portable form, so that the CPU
 #   tests run the same pairing, zero folding and group logic as the PTX.
+# HALF2 on CUDA (benchmarks/exp_gemv_layout.py, H200): scales loaded in the weight tile's own layout
+# (TILE_S: no shared-memory layout conversion and its two barriers per K block), no column masks
+# (EVEN_N, where N % BLOCK_N == 0), one barrier right after the block's loads (PIN: without it ptxas
+# sinks each 128-bit weight load to its first use, one DRAM latency per load) and evict_first on
+# the weight stream: geometric mean over the five 8B shapes 0.317 -> 0.355 of copy bandwidth.
+_CUDA_H2 = {"TILE_S": True, "EVEN_N": True, "PIN": True, "EVICT": "evict_first"}
 _AMD_DOT = {"BLOCK_N": {2: 64, 4: 64, 8: 64, 16: 64}, "num_warps": 4, "programs_per_cu": 8, "dot_min_m": 16,
             "EXPAND": False, "MAGIC": False}
 CONFIGS: dict[str, dict] = {
@@ -114,9 +123,9 @@ CONFIGS: dict[str, dict] = {
     "gfx1100": {"m1": {"BLOCK_N": 128, "num_warps": 8, "programs_per_cu": 8, "MAGIC": False},
                 "dot": _AMD_DOT, "num_stages": 1, "EVEN_K": True},
     "cuda": {"m1": {"BLOCK_N": 256, "num_warps": 4, "programs_per_cu": 16, "MAGIC": False, "HALF2": True, "ASM": True,
-                    "half2": {"BLOCK_N": 64, "num_warps": 2, "programs_per_cu": 16}},
-             "half2_m": {2: {"BLOCK_N": 64, "num_warps": 2, "programs_per_cu": 8},
-                         4: {"BLOCK_N": 32, "num_warps": 2, "programs_per_cu": 8, "PREFETCH": True}},
+                    "half2": dict(_CUDA_H2, BLOCK_N=64, num_warps=2, programs_per_cu=16)},
+             "half2_m": {2: {"BLOCK_N": 64, "num_warps": 2, "programs_per_cu": 8},  # _CUDA_H2: 0.32-0.36 vs 0.38-0.43
+                         4: dict(_CUDA_H2, BLOCK_N=32, num_warps=2, programs_per_cu=8, PREFETCH=True)},
              "dot": {"BLOCK_N": {2: 128, 4: 128, 8: 128, 16: 128, 32: 128, 64: 128}, "num_warps": 4, "programs_per_cu": 4,
                      "dot_min_m": 16, "EXPAND": False, "MAGIC": True, "num_stages": 3},
              "num_stages": 1, "EVEN_K": True},
@@ -129,6 +138,14 @@ CONFIGS: dict[str, dict] = {
 
 
 @triton.jit
+def _wload(ptrs, mask_n, EVEN_N: tl.constexpr, EVICT: tl.constexpr):
+    """The ``[P, BLOCK_N]`` int32 word tile at ``ptrs`` (columns past N masked unless EVEN_N)."""
+    if EVEN_N:
+        return tl.load(ptrs, eviction_policy=EVICT)
+    return tl.load(ptrs, mask=mask_n[None, :], other=0, eviction_policy=EVICT)
+
+
+@triton.jit
 def w4a16_gemv_kernel(
     x_ptr, qw_ptr, s_ptr, z_ptr, perm_ptr, bias_ptr, out_ptr, ws_ptr, cnt_ptr,
     M, N, K, num_kblocks, blocks_per_split, stride_xm, stride_om,
@@ -136,6 +153,8 @@ def w4a16_gemv_kernel(
     HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr,
     USE_DOT: tl.constexpr, EXPAND: tl.constexpr, MAGIC: tl.constexpr, EVEN_K: tl.constexpr,
     HALF2: tl.constexpr = False, ASM: tl.constexpr = False, PREFETCH: tl.constexpr = False,
+    EVICT: tl.constexpr = "", TILE_S: tl.constexpr = False, EVEN_N: tl.constexpr = False,
+    PIN: tl.constexpr = False,
 ):
     P: tl.constexpr = 16
     PACK: tl.constexpr = 32 // BITS
@@ -161,26 +180,31 @@ def w4a16_gemv_kernel(
     kb_lo = pid_k * blocks_per_split
     kb_hi = tl.minimum(kb_lo + blocks_per_split, num_kblocks)
     w_ptrs = qw_ptr + offs_p[:, None] * N + offs_n[None, :]
+    W_STEP = P * N
     if PREFETCH:  # register double buffer: block kb + 1 is in flight while block kb is computed
-        w_next = tl.load(w_ptrs + kb_lo * P * N, mask=mask_n[None, :], other=0)  # splits are never empty
+        w_next = _wload(w_ptrs + kb_lo * W_STEP, mask_n, EVEN_N, EVICT)  # splits are never empty
     for kb in range(kb_lo, kb_hi):
         if PREFETCH:
             w = w_next  # the last iteration reloads its own block (a cache hit) instead of a K mask
-            w_next = tl.load(w_ptrs + tl.minimum(kb + 1, kb_hi - 1) * P * N, mask=mask_n[None, :], other=0)
+            w_next = _wload(w_ptrs + tl.minimum(kb + 1, kb_hi - 1) * W_STEP, mask_n, EVEN_N, EVICT)
         else:
-            w = tl.load(w_ptrs + kb * P * N, mask=mask_n[None, :], other=0)  # [P, BN] int32
+            w = _wload(w_ptrs + kb * W_STEP, mask_n, EVEN_N, EVICT)  # [P, BN] int32
         if HALF2:  # 4-bit, fp16 x, GROUP % 32 == 0, M <= 4
-            t0, t1, t2, t3, s0, s2, s4, s6 = _half2_prep(w, kb, s_ptr, z_ptr, offs_n, mask_n, N, GROUP, HAS_ZP, ASM)
-            acc2 += _half2_row(t0, t1, t2, t3, s0, s2, s4, s6, x_ptr, perm_ptr, kb * KB, offs_p, K, GROUP,
-                               HAS_PERM, EVEN_K, ASM)
-            if BLOCK_M >= 2:
-                acc2b += _half2_row(t0, t1, t2, t3, s0, s2, s4, s6, x_ptr + tl.minimum(1, M - 1) * stride_xm,
-                                    perm_ptr, kb * KB, offs_p, K, GROUP, HAS_PERM, EVEN_K, ASM)
+            t0, t1, t2, t3, s0, s2, s4, s6 = _half2_prep(w, kb, s_ptr, z_ptr, offs_n, mask_n, N, GROUP, HAS_ZP, ASM,
+                                                         TILE_S, EVEN_N, PIN)
+            xa0, xa1, xa2, xa3 = _x_pairs(x_ptr, perm_ptr, kb * KB, offs_p, K, HAS_PERM, EVEN_K, ASM)
+            acc2 += _half2_dot(t0, t1, t2, t3, s0, s2, s4, s6, xa0, xa1, xa2, xa3, GROUP, ASM)
+            if BLOCK_M >= 2:  # rows past M repeat row M - 1 (the store masks them)
+                xb0, xb1, xb2, xb3 = _x_pairs(x_ptr + tl.minimum(1, M - 1) * stride_xm, perm_ptr, kb * KB, offs_p,
+                                              K, HAS_PERM, EVEN_K, ASM)
+                acc2b += _half2_dot(t0, t1, t2, t3, s0, s2, s4, s6, xb0, xb1, xb2, xb3, GROUP, ASM)
                 if BLOCK_M == 4:
-                    acc2c += _half2_row(t0, t1, t2, t3, s0, s2, s4, s6, x_ptr + tl.minimum(2, M - 1) * stride_xm,
-                                        perm_ptr, kb * KB, offs_p, K, GROUP, HAS_PERM, EVEN_K, ASM)
-                    acc2d += _half2_row(t0, t1, t2, t3, s0, s2, s4, s6, x_ptr + tl.minimum(3, M - 1) * stride_xm,
-                                        perm_ptr, kb * KB, offs_p, K, GROUP, HAS_PERM, EVEN_K, ASM)
+                    xc0, xc1, xc2, xc3 = _x_pairs(x_ptr + tl.minimum(2, M - 1) * stride_xm, perm_ptr, kb * KB,
+                                                  offs_p, K, HAS_PERM, EVEN_K, ASM)
+                    acc2c += _half2_dot(t0, t1, t2, t3, s0, s2, s4, s6, xc0, xc1, xc2, xc3, GROUP, ASM)
+                    xd0, xd1, xd2, xd3 = _x_pairs(x_ptr + tl.minimum(3, M - 1) * stride_xm, perm_ptr, kb * KB,
+                                                  offs_p, K, HAS_PERM, EVEN_K, ASM)
+                    acc2d += _half2_dot(t0, t1, t2, t3, s0, s2, s4, s6, xd0, xd1, xd2, xd3, GROUP, ASM)
         elif USE_DOT and EXPAND:
             xb = _x_tile(x_ptr, perm_ptr, offs_m, mask_m, kb * KB + tl.arange(0, KB), K, stride_xm, HAS_PERM, EVEN_K)
             acc = _dot(xb, _dq_block(w, kb, s_ptr, z_ptr, offs_n, mask_n, N, BITS, GROUP, HAS_ZP, MAGIC, xb.dtype), acc)
@@ -292,7 +316,8 @@ def gemv_launch_params(M: int, N: int, num_kblocks: int, cus: int, arch: str | N
         p = dict(BLOCK_M=max(block_m, c["dot_min_m"]), BLOCK_N=bn.get(max(block_m, 2), bn[max(bn)]), num_warps=c["num_warps"],
                  programs_per_cu=c["programs_per_cu"], USE_DOT=True, EXPAND=c["EXPAND"], MAGIC=c["MAGIC"],
                  HALF2=False, ASM=False)
-    p.update(num_stages=c.get("num_stages", cfg["num_stages"]), PREFETCH=c.get("PREFETCH", False))
+    p.update(num_stages=c.get("num_stages", cfg["num_stages"]), PREFETCH=c.get("PREFETCH", False),
+             **{key: c[key] for key in ("TILE_S", "EVEN_N", "PIN", "EVICT") if key in c})
     p["EVEN_K"] = cfg["EVEN_K"]
     ov.pop("HALF2", None)
     p.update(ov)
@@ -325,7 +350,9 @@ def gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: to
         BITS=bits, GROUP=group_size, HAS_ZP=zeros is not None, HAS_PERM=perm is not None, HAS_BIAS=bias is not None,
         EVEN_K=p["EVEN_K"] and K == num_kblocks * P_ROWS * (32 // bits), BLOCK_M=p["BLOCK_M"],
         BLOCK_N=p["BLOCK_N"], SPLIT_K=split, USE_DOT=p["USE_DOT"], EXPAND=p["EXPAND"], MAGIC=p["MAGIC"],
-        HALF2=p["HALF2"], ASM=p["ASM"], PREFETCH=p["PREFETCH"], num_warps=p["num_warps"], num_stages=p["num_stages"])
+        HALF2=p["HALF2"], ASM=p["ASM"], PREFETCH=p["PREFETCH"], EVICT=p.get("EVICT", ""),
+        TILE_S=p.get("TILE_S", False), EVEN_N=p.get("EVEN_N", False) and N % p["BLOCK_N"] == 0, PIN=p.get("PIN", False),
+        num_warps=p["num_warps"], num_stages=p["num_stages"])
     return out
 
 
@@ -352,7 +379,8 @@ def isa_specs() -> list[dict]:
                 const = dict(BITS=bits, GROUP=group, HAS_ZP=zp, HAS_PERM=False, HAS_BIAS=False, BLOCK_M=p["BLOCK_M"],
                              BLOCK_N=p["BLOCK_N"], SPLIT_K=p["SPLIT_K"], USE_DOT=p["USE_DOT"], EXPAND=p["EXPAND"],
                              MAGIC=p["MAGIC"], EVEN_K=p["EVEN_K"], HALF2=p["HALF2"], ASM=p["ASM"],
-                             PREFETCH=p["PREFETCH"])
+                             PREFETCH=p["PREFETCH"], EVICT=p.get("EVICT", ""), TILE_S=p.get("TILE_S", False),
+                             EVEN_N=p.get("EVEN_N", False), PIN=p.get("PIN", False))
                 specs.append({"name": f"w4a16_gemv[m{m}_b{bits}_g{group}{'_zp' if zp else ''}]",
                               "fn": w4a16_gemv_kernel, "signature": dict(SIGNATURE, **{k: "constexpr" for k in const}),
                               "constexprs": const, "num_warps": p["num_warps"], "num_stages": p["num_stages"],

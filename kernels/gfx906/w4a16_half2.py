@@ -138,32 +138,72 @@ def _x_pair(x_ptr, perm_ptr, offs_k, K, HAS_PERM: tl.constexpr, EVEN_K: tl.const
 
 
 @triton.jit
+def _sz(s_ptr, z_ptr, grp, offs, msk, N, HAS_ZP: tl.constexpr, EVEN_N: tl.constexpr):
+    """fp32 scale and zero of group ``grp`` at columns ``offs`` (any shape; 4-bit: zero 8 when symmetric)."""
+    if EVEN_N:
+        s = tl.load(s_ptr + grp * N + offs).to(tl.float32)
+        if HAS_ZP:
+            z = tl.load(z_ptr + grp * N + offs).to(tl.float32)
+        else:
+            z = tl.zeros_like(s) + 8.0
+    else:
+        s, z = _group_params(s_ptr, z_ptr, grp, offs, msk, N, 4, HAS_ZP)
+    return s, z
+
+
+@triton.jit
 def _half2_prep(w, kb, s_ptr, z_ptr, offs_n, mask_n, N, GROUP: tl.constexpr, HAS_ZP: tl.constexpr,
-                ASM: tl.constexpr):
+                ASM: tl.constexpr, TILE_S: tl.constexpr = False, EVEN_N: tl.constexpr = False,
+                PIN: tl.constexpr = False):
     """4-bit K block ``kb``: the half2 tiles ``t0..t3 = q - zero`` of ``_unpack_q4`` and the fp32
     ``[1, BLOCK_N]`` scales of chunks 0, 2, 4, 6 (the groups of the pairs' two halves).
 
     Pair i holds chunks i (low half) and i + 4 (high half); one group covers both halves when
     GROUP >= 128, the two halves when GROUP = 64, and chunk pairs {0,1}/{2,3} when GROUP = 32
-    (GROUP % 32 == 0 is the caller's condition)."""
+    (GROUP % 32 == 0 is the caller's condition). ``TILE_S``: scales and zeros are loaded as
+    ``[P, BLOCK_N]`` tiles (rows equal) in the weight tile's layout, so no layout conversion; the
+    scales are then ``[P, BLOCK_N]`` instead of ``[1, BLOCK_N]``. ``EVEN_N``: no column masks.
+    ``PIN``: a CTA barrier after the loads, keeping the block's loads in flight together."""
     P: tl.constexpr = 16
     k0 = kb * 8 * P
-    s0, z0 = _group_params(s_ptr, z_ptr, k0 // GROUP, offs_n, mask_n, N, 4, HAS_ZP)
+    if TILE_S:  # [P, BLOCK_N] loads in the weight tile's own layout: no layout conversion per block
+        offs = (((offs_n // 4) * 4 + offs_n % 4)[None, :] + tl.arange(0, P)[:, None] * 0)  # contiguity 4
+        msk = mask_n[None, :] & (tl.arange(0, P)[:, None] >= 0)
+    else:
+        offs, msk = offs_n, mask_n
+    s0, z0 = _sz(s_ptr, z_ptr, k0 // GROUP, offs, msk, N, HAS_ZP, EVEN_N)
     if GROUP >= 8 * P:
         s4, z4 = s0, z0
     else:
-        s4, z4 = _group_params(s_ptr, z_ptr, (k0 + 4 * P) // GROUP, offs_n, mask_n, N, 4, HAS_ZP)
-    za1 = _h2((z0 + 1024.0).to(tl.float16), (z4 + 1024.0).to(tl.float16), False)[None, :]
-    za16 = _h2((-64.0 - z0).to(tl.float16), (-64.0 - z4).to(tl.float16), False)[None, :]
+        s4, z4 = _sz(s_ptr, z_ptr, (k0 + 4 * P) // GROUP, offs, msk, N, HAS_ZP, EVEN_N)
+    za1 = _h2((z0 + 1024.0).to(tl.float16), (z4 + 1024.0).to(tl.float16), False)
+    za16 = _h2((-64.0 - z0).to(tl.float16), (-64.0 - z4).to(tl.float16), False)
     if GROUP >= 4 * P:
         s2, s6, zb1, zb16 = s0, s4, za1, za16
     else:
-        s2, z2 = _group_params(s_ptr, z_ptr, (k0 + 2 * P) // GROUP, offs_n, mask_n, N, 4, HAS_ZP)
-        s6, z6 = _group_params(s_ptr, z_ptr, (k0 + 6 * P) // GROUP, offs_n, mask_n, N, 4, HAS_ZP)
-        zb1 = _h2((z2 + 1024.0).to(tl.float16), (z6 + 1024.0).to(tl.float16), False)[None, :]
-        zb16 = _h2((-64.0 - z2).to(tl.float16), (-64.0 - z6).to(tl.float16), False)[None, :]
+        s2, z2 = _sz(s_ptr, z_ptr, (k0 + 2 * P) // GROUP, offs, msk, N, HAS_ZP, EVEN_N)
+        s6, z6 = _sz(s_ptr, z_ptr, (k0 + 6 * P) // GROUP, offs, msk, N, HAS_ZP, EVEN_N)
+        zb1 = _h2((z2 + 1024.0).to(tl.float16), (z6 + 1024.0).to(tl.float16), False)
+        zb16 = _h2((-64.0 - z2).to(tl.float16), (-64.0 - z6).to(tl.float16), False)
+    if not TILE_S:
+        za1, za16, zb1, zb16 = za1[None, :], za16[None, :], zb1[None, :], zb16[None, :]
+        s0, s2, s4, s6 = s0[None, :], s2[None, :], s4[None, :], s6[None, :]
+    if PIN:  # a barrier after the block's loads: ptxas otherwise sinks each 128-bit load to its use
+        tl.debug_barrier()
     t0, t1, t2, t3 = _unpack_q4(w, za1, za16, zb1, zb16, ASM)
-    return t0, t1, t2, t3, s0[None, :], s2[None, :], s4[None, :], s6[None, :]
+    return t0, t1, t2, t3, s0, s2, s4, s6
+
+
+@triton.jit
+def _x_pairs(x_row_ptr, perm_ptr, k0, offs_p, K, HAS_PERM: tl.constexpr, EVEN_K: tl.constexpr, ASM: tl.constexpr):
+    """The half2 activation pairs ``x_i = (x[k0 + i*P + p], x[k0 + (i+4)*P + p])``, i = 0..3, of one
+    fp16 row of x for the K block starting at internal row ``k0``: four int32 ``[P, 1]``."""
+    P: tl.constexpr = 16
+    x0 = _x_pair(x_row_ptr, perm_ptr, k0 + offs_p, K, HAS_PERM, EVEN_K, ASM)  # [P, 1] int32 (half2)
+    x1 = _x_pair(x_row_ptr, perm_ptr, k0 + P + offs_p, K, HAS_PERM, EVEN_K, ASM)
+    x2 = _x_pair(x_row_ptr, perm_ptr, k0 + 2 * P + offs_p, K, HAS_PERM, EVEN_K, ASM)
+    x3 = _x_pair(x_row_ptr, perm_ptr, k0 + 3 * P + offs_p, K, HAS_PERM, EVEN_K, ASM)
+    return x0, x1, x2, x3
 
 
 @triton.jit
@@ -173,11 +213,14 @@ def _half2_row(t0, t1, t2, t3, s0, s2, s4, s6, x_row_ptr, perm_ptr, k0, offs_p, 
     fp32 ``[P, BLOCK_N]``, scaled; the caller reduces over P after the K loop. The products and
     their half2 sums of 4 (2) are exact up to fp16 rounding; |x| below ~1000 keeps them finite
     (exllama's dot22_8 has the same bound)."""
+    x0, x1, x2, x3 = _x_pairs(x_row_ptr, perm_ptr, k0, offs_p, K, HAS_PERM, EVEN_K, ASM)
+    return _half2_dot(t0, t1, t2, t3, s0, s2, s4, s6, x0, x1, x2, x3, GROUP, ASM)
+
+
+@triton.jit
+def _half2_dot(t0, t1, t2, t3, s0, s2, s4, s6, x0, x1, x2, x3, GROUP: tl.constexpr, ASM: tl.constexpr):
+    """``_half2_row`` with the activation pairs of ``_x_pairs`` given."""
     P: tl.constexpr = 16
-    x0 = _x_pair(x_row_ptr, perm_ptr, k0 + offs_p, K, HAS_PERM, EVEN_K, ASM)  # [P, 1] int32 (half2)
-    x1 = _x_pair(x_row_ptr, perm_ptr, k0 + P + offs_p, K, HAS_PERM, EVEN_K, ASM)
-    x2 = _x_pair(x_row_ptr, perm_ptr, k0 + 2 * P + offs_p, K, HAS_PERM, EVEN_K, ASM)
-    x3 = _x_pair(x_row_ptr, perm_ptr, k0 + 3 * P + offs_p, K, HAS_PERM, EVEN_K, ASM)
     if GROUP >= 4 * P:
         if GROUP >= 8 * P:
             if ASM:

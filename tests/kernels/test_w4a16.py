@@ -70,6 +70,20 @@ def test_gemv_half2_rows(bits, group, asym, act_order, K, N):
     torch.testing.assert_close(y1.float(), ref[:1], rtol=2e-3, atol=2e-3 * ref.abs().max().item())
 
 
+@pytest.mark.parametrize("bits,group,asym,act_order,K,N", [CASES[0], CASES[1], CASES[2]])
+def test_gemv_half2_tile_scales(bits, group, asym, act_order, K, N):
+    """CUDA's HALF2 settings on the interpreter: scales/zeros loaded as [P, BLOCK_N] tiles (TILE_S),
+    no column masks (EVEN_N, N % BLOCK_N == 0), a barrier after the block's loads (PIN), evict_first;
+    and EVEN_N asked for where N % BLOCK_N != 0, which must fall back to masked loads."""
+    t, gs, w = make_weight(K, N, bits, group, asym, act_order)
+    cuda_h2 = dict(w4a16_gemv._CUDA_H2, HALF2=True)
+    for M, bn in ((1, 32), (2, 16), (4, 32), (1, 64 if N % 64 else 128)):
+        x = torch.randn(M, K, device=DEV).half()
+        ref = x.float() @ w.t()
+        y = run(x, t, bits, gs, force="gemv", override=dict(cuda_h2, BLOCK_N=bn))
+        torch.testing.assert_close(y.float(), ref, rtol=2e-3, atol=2e-3 * ref.abs().max().item())
+
+
 @pytest.mark.parametrize("M,ov", [(1, dict(HALF2=True)), (1, dict(HALF2=False)), (2, dict(HALF2=True)),
                                   (3, dict(HALF2=False, USE_DOT=True))])
 def test_gemv_prefetch(M, ov):
