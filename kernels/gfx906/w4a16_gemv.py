@@ -258,7 +258,7 @@ def w4a16_gemv_kernel(
                 acc += tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
             tl.store(out_ptr + offs_m[:, None] * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty),
                      mask=mask_mn)
-            tl.atomic_xchg(cnt_ptr + pid_n, 0)
+            tl.atomic_xchg(cnt_ptr + pid_n, 0, sem="relaxed")  # kernel end publishes it; no fence
     else:
         if HAS_BIAS:
             acc += tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
