@@ -85,6 +85,21 @@ def _top_k_top_p_min_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.T
     return torch.empty_like(logits).scatter_(1, idx, sorted_logits)
 
 
+def argmax_rows(x: torch.Tensor, chunks: int = 64) -> torch.Tensor:
+    """``x.argmax(-1)`` for ``x [S, V]`` in two stages when ``V % chunks == 0``: the first index of
+    each row's maximum, as ``argmax``. A single-row argmax over a 128k vocabulary is one thread
+    block in torch (27.6 us on an H200, more than 1% of an 8B decode step); maxima of ``chunks``
+    slices first spread it over the GPU. Returns int64 ``[S]``."""
+    S, V = x.shape
+    if V % chunks or V < 4 * chunks:
+        return x.argmax(-1)
+    xs = x.view(S, chunks, V // chunks)
+    idx = xs.argmax(-1, keepdim=True)  # [S, chunks, 1]: first maximum of each slice (max(dim) may
+    vals = xs.gather(2, idx).squeeze(2)  # return any tied index; argmax returns the first)
+    c = vals.argmax(-1, keepdim=True)  # [S, 1]: first slice holding the row's maximum
+    return (c * (V // chunks) + idx.squeeze(2).gather(1, c)).squeeze(1)
+
+
 class Sampler:
     """``sample(logits [S, V] fp32, reqs, generators) -> SamplerOutput`` (one host copy)."""
 
@@ -98,7 +113,7 @@ class Sampler:
         _apply_penalties(logits, reqs)
         _apply_min_tokens(logits, reqs)
 
-        sampled = logits.argmax(-1)
+        sampled = argmax_rows(logits)
         if not all(r.params.greedy for r in reqs):  # decided on the host: no device sync
             greedy = torch.tensor([r.params.greedy for r in reqs], device=dev)
             temp = torch.tensor([max(r.params.temperature, 1e-5) for r in reqs], device=dev, dtype=logits.dtype)

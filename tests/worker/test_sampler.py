@@ -8,7 +8,7 @@ import torch
 
 from gfx906_llm.engine.request import Request
 from gfx906_llm.sampling_params import SamplingParams
-from gfx906_llm.worker.sampler import Sampler, _top_k_top_p_min_p
+from gfx906_llm.worker.sampler import Sampler, _top_k_top_p_min_p, argmax_rows
 
 
 def _req(rid="r", prompt=(5,), out=(), eos=frozenset({9}), **kw) -> Request:
@@ -71,3 +71,16 @@ def test_sampling_follows_the_distribution_and_seeds_repeat():
     a = [Sampler().sample(lg.clone(), [_req("a", temperature=1.0)], g1).token_ids[0] for _ in range(10)]
     b = [Sampler().sample(lg.clone(), [_req("a", temperature=1.0)], g2).token_ids[0] for _ in range(10)]
     assert a == b and len(set(a)) > 1
+
+
+def test_argmax_rows_matches_argmax_with_ties():
+    """The two-stage argmax returns torch.argmax's index (the first maximum), ties across and
+    within slices included, -inf rows and vocabularies that do not split evenly."""
+    for V in (49152, 128256, 1000, 300):
+        x = torch.randn(5, V)
+        x[1] = x[1].round()  # many ties
+        x[2, [7, V - 3]] = 1e4  # the same maximum in two slices: the first one wins
+        x[3] = float("-inf")
+        x[4] = 0.0
+        x[4, V // 2] = 0.0
+        assert torch.equal(argmax_rows(x), x.argmax(-1)), V
