@@ -166,7 +166,15 @@ def main() -> None:
     ap.add_argument("--check-max-m", type=int, default=300)
     ap.add_argument("--prefill-m", type=int, nargs="*", default=PREFILL_M)
     ap.add_argument("--prefill-all", action="store_true", help="prefill on every shape (else 4096x14336)")
+    ap.add_argument("--reduce-launch", choices=("config", "on", "off"), default="config",
+                    help="split-K sum: CONFIGS' choice, the separate splitk_reduce launch, or the ticket epilogue")
     a = ap.parse_args()
+    if a.reduce_launch != "config":
+        from gfx906_llm.kernels.gfx906 import w4a16_gemv as gv
+
+        cfg = gv.CONFIGS[gv.config_key()]
+        for c in (cfg["m1"], cfg["dot"], *cfg.get("half2_m", {}).values()):
+            c["REDUCE_LAUNCH"] = a.reduce_launch == "on"
     t0 = time.time()
     props = torch.cuda.get_device_properties(0)
     l2 = getattr(props, "L2_cache_size", 50 << 20)

@@ -65,9 +65,11 @@ def stream_kernel(w_ptr, out_ptr, N, num_kblocks, bps, BLOCK_N: tl.constexpr, TI
 
 
 TILES = ((64, 2, 16), (128, 4, 8), (256, 4, 8))  # BLOCK_N, warps, programs/SM
-# {}: the HALF2 kernel before session 3; the CUDA settings now committed (w4a16_gemv._CUDA_H2);
-# each also run with evict_first off/on (the "EVICT" key of the variant wins)
-VARIANTS = ({}, dict(TILE_S=True, EVEN_N=True, PIN=True))
+# {}: the HALF2 kernel before session 3; then the CUDA settings committed in session 3
+# (w4a16_gemv._CUDA_H2 but EVICT, which is swept), with the ticket epilogue and with the split-K
+# sum in the separate splitk_reduce launch
+_H2 = dict(TILE_S=True, EVEN_N=True, PIN=True)
+VARIANTS = ({}, dict(_H2, REDUCE_LAUNCH=False), dict(_H2, REDUCE_LAUNCH=True))
 
 
 def tiled(qw: torch.Tensor, tw: int) -> torch.Tensor:

@@ -44,6 +44,7 @@ import triton.language as tl
 
 from gfx906_llm.kernels.gfx906.w4a16_common import (_dequant, _dot, _dq_block, _group_params, _q_to,  # noqa: F401
                                                     _x_col, _x_tile)
+from gfx906_llm.kernels.gfx906.splitk_reduce import splitk_reduce
 from gfx906_llm.kernels.gfx906.w4a16_half2 import _half2_dot, _half2_prep, _x_pairs  # noqa: F401
 
 
@@ -87,6 +88,11 @@ P_ROWS = 16  # == gfx906_llm.quant.packing.INTERLEAVE
 #    dots padded to 16 rows: 0.3-0.6x). Tried without gain (exp_gemv_layout.py): a tiled weight
 #    layout with each program's words contiguous, unrolled/prefetched loads, x loaded first,
 #    programmatic dependent launch with an L2 prefetch of the first K blocks.
+#  - REDUCE_LAUNCH (splitk_reduce.py): the split-K partials summed by a second launch instead of
+#    the ticket epilogue (fence + atomic + the last program's loads, 2-3.7 us per call). Same
+#    run, us per call on the five shapes: M = 1 7.3/4.3/13.7/13.9/22.3 -> 6.5/4.5/12.9/13.1/21.5;
+#    M = 8 (dot) 15.9/13.9/32.3/32.3/58.5 -> 12.9/7.1/33.7/29.2/58.0; M = 2 and 4 0-14% slower
+#    (they keep the ticket).
 #    The goal (0.85, 3.3x) is not met: issue slots are ~40% used, PREFETCH and num_stages
 #    changed nothing, and every kernel pays ~5 us (cuBLAS too) that the small shapes cannot hide.
 #  - M == 2: HALF2 rows, BLOCK_N=64 on 2 warps, 8 programs/SM: 1.3-1.75x fp16 (dot path ~0.9x).
@@ -123,11 +129,11 @@ CONFIGS: dict[str, dict] = {
     "gfx1100": {"m1": {"BLOCK_N": 128, "num_warps": 8, "programs_per_cu": 8, "MAGIC": False},
                 "dot": _AMD_DOT, "num_stages": 1, "EVEN_K": True},
     "cuda": {"m1": {"BLOCK_N": 256, "num_warps": 4, "programs_per_cu": 16, "MAGIC": False, "HALF2": True, "ASM": True,
-                    "half2": dict(_CUDA_H2, BLOCK_N=64, num_warps=2, programs_per_cu=16)},
+                    "half2": dict(_CUDA_H2, BLOCK_N=64, num_warps=2, programs_per_cu=16, REDUCE_LAUNCH=True)},
              "half2_m": {2: {"BLOCK_N": 64, "num_warps": 2, "programs_per_cu": 8},  # _CUDA_H2: 0.32-0.36 vs 0.38-0.43
                          4: dict(_CUDA_H2, BLOCK_N=32, num_warps=2, programs_per_cu=8, PREFETCH=True)},
              "dot": {"BLOCK_N": {2: 128, 4: 128, 8: 128, 16: 128, 32: 128, 64: 128}, "num_warps": 4, "programs_per_cu": 4,
-                     "dot_min_m": 16, "EXPAND": False, "MAGIC": True, "num_stages": 3},
+                     "dot_min_m": 16, "EXPAND": False, "MAGIC": True, "num_stages": 3, "REDUCE_LAUNCH": True},
              "num_stages": 1, "EVEN_K": True},
     "default": {"m1": {"BLOCK_N": 64, "num_warps": 4, "programs_per_cu": 4, "MAGIC": False, "HALF2": True},
                 "half2_m": {2: {"BLOCK_N": 32, "num_warps": 4, "programs_per_cu": 4},
@@ -154,7 +160,7 @@ def w4a16_gemv_kernel(
     USE_DOT: tl.constexpr, EXPAND: tl.constexpr, MAGIC: tl.constexpr, EVEN_K: tl.constexpr,
     HALF2: tl.constexpr = False, ASM: tl.constexpr = False, PREFETCH: tl.constexpr = False,
     EVICT: tl.constexpr = "", TILE_S: tl.constexpr = False, EVEN_N: tl.constexpr = False,
-    PIN: tl.constexpr = False,
+    PIN: tl.constexpr = False, TICKET: tl.constexpr = True,
 ):
     P: tl.constexpr = 16
     PACK: tl.constexpr = 32 // BITS
@@ -245,7 +251,9 @@ def w4a16_gemv_kernel(
                         tl.join(tl.sum(acc2c, axis=0), tl.sum(acc2d, axis=0)))  # [BN, 2 (i), 2 (o)]: row 2o + i
             acc = tl.reshape(tl.permute(r, (2, 1, 0)), (BLOCK_M, BLOCK_N))
     mask_mn = mask_m[:, None] & mask_n[None, :]
-    if SPLIT_K > 1:
+    if SPLIT_K > 1 and not TICKET:  # splitk_reduce, the next launch, sums the partials
+        tl.store(ws_ptr + pid_k * M * N + offs_m[:, None] * N + offs_n[None, :], acc, mask=mask_mn)
+    elif SPLIT_K > 1:
         tl.store(ws_ptr + pid_k * M * N + offs_m[:, None] * N + offs_n[None, :], acc, mask=mask_mn)
         tl.debug_barrier()
         ticket = tl.atomic_add(cnt_ptr + pid_n, 1, sem="acq_rel")
@@ -317,7 +325,7 @@ def gemv_launch_params(M: int, N: int, num_kblocks: int, cus: int, arch: str | N
                  programs_per_cu=c["programs_per_cu"], USE_DOT=True, EXPAND=c["EXPAND"], MAGIC=c["MAGIC"],
                  HALF2=False, ASM=False)
     p.update(num_stages=c.get("num_stages", cfg["num_stages"]), PREFETCH=c.get("PREFETCH", False),
-             **{key: c[key] for key in ("TILE_S", "EVEN_N", "PIN", "EVICT") if key in c})
+             **{key: c[key] for key in ("TILE_S", "EVEN_N", "PIN", "EVICT", "REDUCE_LAUNCH") if key in c})
     p["EVEN_K"] = cfg["EVEN_K"]
     ov.pop("HALF2", None)
     p.update(ov)
@@ -340,6 +348,7 @@ def gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: to
     p = gemv_launch_params(M, N, num_kblocks, num_cus(x.device), override=override, half2_ok=h2_ok)
     assert p["USE_DOT"] or p["BLOCK_M"] == 1 == M or p["HALF2"], "the FMA path is for M == 1"
     split = p["SPLIT_K"]
+    reduce_launch = split > 1 and p.get("REDUCE_LAUNCH", False)  # else the ticket epilogue sums
     ws = torch.empty((split, M, N) if split > 1 else (1,), dtype=torch.float32, device=x.device)
     n_tiles = triton.cdiv(N, p["BLOCK_N"])
     assert n_tiles <= MAX_COLUMN_TILES
@@ -352,7 +361,9 @@ def gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: to
         BLOCK_N=p["BLOCK_N"], SPLIT_K=split, USE_DOT=p["USE_DOT"], EXPAND=p["EXPAND"], MAGIC=p["MAGIC"],
         HALF2=p["HALF2"], ASM=p["ASM"], PREFETCH=p["PREFETCH"], EVICT=p.get("EVICT", ""),
         TILE_S=p.get("TILE_S", False), EVEN_N=p.get("EVEN_N", False) and N % p["BLOCK_N"] == 0, PIN=p.get("PIN", False),
-        num_warps=p["num_warps"], num_stages=p["num_stages"])
+        TICKET=not reduce_launch, num_warps=p["num_warps"], num_stages=p["num_stages"])
+    if reduce_launch:
+        splitk_reduce(ws, bias, out, config_key())
     return out
 
 
@@ -380,7 +391,8 @@ def isa_specs() -> list[dict]:
                              BLOCK_N=p["BLOCK_N"], SPLIT_K=p["SPLIT_K"], USE_DOT=p["USE_DOT"], EXPAND=p["EXPAND"],
                              MAGIC=p["MAGIC"], EVEN_K=p["EVEN_K"], HALF2=p["HALF2"], ASM=p["ASM"],
                              PREFETCH=p["PREFETCH"], EVICT=p.get("EVICT", ""), TILE_S=p.get("TILE_S", False),
-                             EVEN_N=p.get("EVEN_N", False), PIN=p.get("PIN", False))
+                             EVEN_N=p.get("EVEN_N", False), PIN=p.get("PIN", False),
+                             TICKET=not p.get("REDUCE_LAUNCH", False))
                 specs.append({"name": f"w4a16_gemv[m{m}_b{bits}_g{group}{'_zp' if zp else ''}]",
                               "fn": w4a16_gemv_kernel, "signature": dict(SIGNATURE, **{k: "constexpr" for k in const}),
                               "constexprs": const, "num_warps": p["num_warps"], "num_stages": p["num_stages"],
