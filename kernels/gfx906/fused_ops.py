@@ -69,6 +69,10 @@ def rms_norm_kernel(
     ri = row % inner
     cols = tl.arange(0, BLOCK)
     mask = cols < n_cols
+    # the weight first: it comes from HBM (evicted by the weight stream between layers) while x
+    # and the residual were just written (L2); issued before the cross-warp sum's barrier, its
+    # latency overlaps theirs
+    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
     x = tl.load(x_ptr + ro * sx_o + ri * sx_i + cols, mask=mask, other=0.0).to(tl.float32)  # [BLOCK]
     if HAS_RESIDUAL:
         r = tl.load(r_ptr + ro * sr_o + ri * sr_i + cols, mask=mask, other=0.0).to(tl.float32)
@@ -77,7 +81,6 @@ def rms_norm_kernel(
         x = s.to(tl.float32)
     var = tl.sum(x * x, axis=0) / n_cols
     y = x * tl.rsqrt(var + eps)
-    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
     tl.store(out_ptr + row * n_cols + cols, (y * (offset + w)).to(out_ptr.dtype.element_ty), mask=mask)
 
 
