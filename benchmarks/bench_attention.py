@@ -9,7 +9,15 @@ request of 512..8k tokens, causal): TFLOP/s (2 * N^2 * Hq * D for causal QK^T an
 torch SDPA's flash backend. ``--sweep`` also times alternative launch settings of the ``cuda``
 CONFIGS entry.
 
-Run from the repository root: ``python benchmarks/bench_attention.py [--quick] [--sweep] [--out FILE]``.
+``--decode-graph`` (alone: ``--decode-graph-only``) times decode as the engine replays it: graphs
+captured with ``max_seq_len`` 8192 (max_model_len) at batch 1/8, real contexts 128..8192, so the
+segment count is the capture-time one; it compares the split-KV forms in the same run: "fixed"
+(every segment stores partials, second reduce launch: the old behaviour), "adaptive" (segments
+follow the real seq_len, second launch), "fused" (adaptive, reduction in the last program), and
+fused with 1 or 2 tiles per segment. Microseconds per call = per layer.
+
+Run from the repository root: ``python benchmarks/bench_attention.py [--quick] [--sweep]
+[--decode-graph | --decode-graph-only] [--out FILE]``.
 """
 
 from __future__ import annotations
@@ -84,7 +92,7 @@ def decode_case(batch, ctx, bw):
 
     eager_ms = bench(call(0))
     ms = bench_graph([call(i) for i in range(n)])
-    del data, outs
+    data = outs = None  # free the KV copies before the dense ones
     dense = [(torch.randn(batch, HQ, 1, D, dtype=torch.float16, device="cuda"),
               torch.randn(batch, HKV, ctx, D, dtype=torch.float16, device="cuda"),
               torch.randn(batch, HKV, ctx, D, dtype=torch.float16, device="cuda")) for _ in range(n)]
@@ -94,6 +102,57 @@ def decode_case(batch, ctx, bw):
     return {"batch": batch, "ctx": ctx, "graph_ms": round(ms, 4), "eager_ms": round(eager_ms, 4),
             "kv_GBps": round(kv_bytes / ms / 1e6, 1), "frac_of_copy_bw": round(kv_bytes / (ms * 1e-3) / bw, 3),
             "sdpa_graph_ms": round(sdpa_ms, 4), "speedup_vs_sdpa": round(sdpa_ms / ms, 2), "graph_copies": n}
+
+
+SPLIT_FORMS = {  # name: CONFIGS overrides (min_tiles_per_segment also sets the capture-time cap)
+    "fixed": {"adaptive": False, "fused_reduce": False, "min_tiles_per_segment": 4},
+    "adaptive": {"adaptive": True, "fused_reduce": False, "min_tiles_per_segment": 4},
+    "fused": {"adaptive": True, "fused_reduce": True, "min_tiles_per_segment": 4},
+    "fused_min2": {"adaptive": True, "fused_reduce": True, "min_tiles_per_segment": 2},
+    "fused_min1": {"adaptive": True, "fused_reduce": True, "min_tiles_per_segment": 1},
+    # the old form with the segment count picked for the real context (what an eager launch with
+    # max_seq_len = ctx gets): the target that adaptive segments approach under a graph
+    "fixed_exact_hint": {"adaptive": False, "fused_reduce": False, "min_tiles_per_segment": 4, "hint": "ctx"},
+}
+
+
+def decode_graph_cases(max_seq_len=8192, batches=(1, 8), ctxs=(128, 200, 512, 2048, 8192)):
+    """us per call of graph-replayed decode captured for ``max_seq_len``, per split-KV form."""
+    from gfx906_llm.kernels.gfx906 import attention as A
+
+    key = A._config_key()
+    base = dict(A.CONFIGS[key])
+    rows = []
+    for batch in batches:
+        for ctx in ctxs:
+            kv_bytes = batch * ctx * HKV * D * 2 * 2
+            n = copies_for(kv_bytes)
+            data = [make_batch([(1, ctx - 1)] * batch, HQ, HKV, D, BS, torch.float16, spare_blocks=0)
+                    for _ in range(n)]
+            outs = [torch.empty_like(d[0][:batch]) for d in data]
+            row = {"batch": batch, "ctx": ctx, "capture_max_seq_len": max_seq_len, "graph_copies": n}
+            ref = None
+            bn = A._launch_params(base, HQ // HKV, D, 1)[2]
+            for form, over in SPLIT_FORMS.items():
+                A.CONFIGS[key] = cfg = dict(base, **over)
+                hint = ctx if over.get("hint") == "ctx" else max_seq_len
+                row[f"{form}_nseg"] = A.pick_segments(cfg, batch * HKV, hint, bn, A.num_cus(0))
+
+                def call(i, hint=hint):
+                    q, kc, vc, qsl, sl, bt = data[i]
+                    return lambda: A.unified_attention(q[:batch], kc, vc, qsl, sl, bt, D ** -0.5, out=outs[i],
+                                                       max_query_len=1, max_seq_len=hint)
+
+                ms = bench_graph([call(i) for i in range(n)])
+                if ref is None:
+                    ref = outs[0].clone()
+                row[f"{form}_us"] = round(ms * 1e3, 2)
+                row[f"{form}_maxdiff"] = round((outs[0].float() - ref.float()).abs().max().item(), 5)
+            A.CONFIGS[key] = base
+            row["speedup_fused_vs_fixed"] = round(row["fixed_us"] / row["fused_us"], 2)
+            rows.append(row)
+            data = outs = None  # free the KV copies before the next shape
+    return rows
 
 
 def prefill_case(n):
@@ -147,17 +206,32 @@ def main(argv=None) -> int:
     import_kernels()
     from gfx906_llm.kernels.gfx906.attention import CONFIGS, _config_key
 
+    res = {"device": torch.cuda.get_device_name(), "config_key": _config_key(), "config": CONFIGS.get(_config_key())}
+    if "--decode-graph-only" in argv:
+        res["decode_graph"] = decode_graph_cases()
+        return _emit(res, argv)
     bw = copy_bandwidth()
-    res = {"device": torch.cuda.get_device_name(), "config_key": _config_key(),
-           "config": CONFIGS.get(_config_key()), "copy_bw_GBps": round(bw / 1e9, 1)}
+    res["copy_bw_GBps"] = round(bw / 1e9, 1)
     quick = "--quick" in argv
     ctxs = (1024, 8192, 32768) if quick else (1024, 2048, 4096, 8192, 16384, 32768)
     res["decode"] = [decode_case(b, c, bw) for b in (1, 8, 64) for c in ctxs]
     res["prefill"] = [prefill_case(n) for n in ((512, 2048, 8192) if quick else (512, 1024, 2048, 4096, 8192))]
     if "--sweep" in argv:
         res["sweep"] = sweep(bw)
+    if "--decode-graph" in argv:
+        res["decode_graph"] = decode_graph_cases()
+    return _emit(res, argv)
+
+
+def _emit(res, argv) -> int:
     text = json.dumps(res, indent=1)
     print(text)
+    if res.get("decode_graph"):  # short table last: us per call (= per layer) of each form
+        forms = list(SPLIT_FORMS)
+        print("batch   ctx " + " ".join(f"{f:>16}" for f in forms))
+        for r in res["decode_graph"]:
+            print(f"{r['batch']:5d} {r['ctx']:5d} " + " ".join(f"{r[f + '_us']:9.2f}us/{r[f + '_nseg']:<3d}"
+                                                            for f in forms))
     if "--out" in argv:
         Path(argv[argv.index("--out") + 1]).write_text(text)
     return 0

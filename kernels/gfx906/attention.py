@@ -12,10 +12,10 @@ is ``(query tile, kv head, segment)``; the query tiles of all requests are numbe
 host sync (``query_start_loc[r] // BLOCK_Q + r``, an upper bound of ``T // BLOCK_Q + R`` tiles)
 and found by binary search.
 
-Split-KV (``attention_decode.py``): when the grid is too small for the chip, each program takes
-one of ``NUM_SEGMENTS`` slices of its request's KV range and writes fp32 partials that a second
-kernel combines. Decode tiles hold the GQA group's heads as rows (``BLOCK_M`` = group padded to a
-power of 2, at least 16 where ``tl.dot`` is used), not vLLM's 16-token tile.
+Split-KV (``attention_decode.py``): when the grid is too small for the chip, a query tile's KV
+range is split over up to ``NUM_SEGMENTS`` programs (as many as its real length needs) whose fp32
+partials the last of them (or a second kernel) combines. Decode tiles hold the GQA group's heads
+as rows (``BLOCK_M`` = group padded to a power of 2, >= 16 where ``tl.dot`` is used).
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ import torch
 import triton
 import triton.language as tl
 
-from gfx906_llm.kernels.gfx906.attention_decode import MAX_SEGMENTS, num_cus, reduce_segments
+from gfx906_llm.kernels.gfx906.attention_decode import MAX_SEGMENTS, num_cus, segment_tiles
+from gfx906_llm.kernels.gfx906.attention_decode import alloc_partials as _alloc_partials
+from gfx906_llm.kernels.gfx906.attention_decode import reduce_segments, split_flags, store_partials, ticket_counters
 from gfx906_llm.kernels.gfx906.attention_decode import num_segments as pick_segments
 
 _LOG2E = 1.4426950408889634
@@ -64,12 +66,19 @@ LOG2E = tl.constexpr(_LOG2E)
 #   decode BLOCK_N=64/4 warps/2 stages beat 3 stages, BLOCK_N=128 and 8 warps; 4 programs per SM
 #   beat 2 at batch 64 x 4k (0.97 vs 0.75 of copy bandwidth) but not at batch 8 x 8k (0.78 vs
 #   0.85); prefill 128 x 64/8 warps/2 stages: 1.06x SDPA flash at 8k (64 x 64/4 warps: 0.89x).
+# Split-KV forms (attention_decode.py): "adaptive" lets each request use only cdiv(its KV tiles,
+#   min_tiles_per_segment) of the grid's segments (the grid follows the capture-time max_seq_len);
+#   "fused_reduce" has the last program combine the partials (no second launch). Both are off: on
+#   an H200 (benchmarks/NOTES_attention_decode.md, graphs captured for 8k) the fixed split was as
+#   fast or faster except at short contexts with batch 8: per-tile load latency, not the empty
+#   segments, dominates batch 1. gfx906 fits the fused combine at red_s 8 [128 VGPRs, 0 scratch].
 # default: conservative, also what the interpreter runs on CPU.
-_SPLIT = {"programs_per_cu": 4, "min_tiles_per_segment": 4}
+_SPLIT = {"programs_per_cu": 4, "min_tiles_per_segment": 4, "adaptive": False, "fused_reduce": False}
 CONFIGS: dict[str, dict] = {
     "gfx906": {"decode": {"BLOCK_N": 32, "num_warps": 8, "num_stages": 1, "dot": False},
                "prefill": {"BLOCK_M": 32, "BLOCK_N": 16, "num_warps": 4, "num_stages": 1},
-               "prefill_d256": {"BLOCK_M": 4, "BLOCK_N": 16, "num_warps": 8, "num_stages": 1, "dot": False}, **_SPLIT},
+               "prefill_d256": {"BLOCK_M": 4, "BLOCK_N": 16, "num_warps": 8, "num_stages": 1, "dot": False},
+               "red_s": 8, **_SPLIT},
     "gfx90a": {"decode": {"BLOCK_N": 64, "num_warps": 8, "num_stages": 1, "dot": True},
                "prefill": {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 1}, **_SPLIT},
     "gfx942": {"decode": {"BLOCK_N": 64, "num_warps": 8, "num_stages": 1, "dot": True},
@@ -82,9 +91,15 @@ CONFIGS: dict[str, dict] = {
              "prefill": {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2}, **_SPLIT},
     "default": {"decode": {"BLOCK_N": 32, "num_warps": 4, "num_stages": 1, "dot": True},
                 "prefill": {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1},
-                "programs_per_cu": 4, "min_tiles_per_segment": 2},
+                **_SPLIT, "min_tiles_per_segment": 2},
 }
 
+
+@triton.jit
+def _load_v(v_ptr, v_off, offs_d, n_ok, d_ok, MASK: tl.constexpr):
+    if MASK:
+        return tl.load(v_ptr + v_off[:, None] + offs_d[None, :], mask=n_ok[:, None] & d_ok[None, :], other=0.0)
+    return tl.load(v_ptr + v_off[:, None] + offs_d[None, :])  # [N, D]
 
 
 @triton.jit
@@ -136,10 +151,7 @@ def _tile(acc, m_i, l_i, q, t, k_ptr, v_ptr, bt_row, k_head, v_head,
     p = tl.math.exp2(s - m_use[:, None])
     alpha = tl.math.exp2(m_i - m_use)
     l_i = l_i * alpha + tl.sum(p, 1)
-    if MASKED or HEAD != HEAD_PAD:
-        v = tl.load(v_ptr + v_off[:, None] + offs_d[None, :], mask=n_ok[:, None] & d_ok[None, :], other=0.0)
-    else:
-        v = tl.load(v_ptr + v_off[:, None] + offs_d[None, :])  # [N, D]
+    v = _load_v(v_ptr, v_off, offs_d, n_ok, d_ok, MASKED or HEAD != HEAD_PAD)
     acc = acc * alpha[:, None]
     if USE_DOT:
         acc = tl.dot(p.to(v.dtype), v, acc)
@@ -150,7 +162,7 @@ def _tile(acc, m_i, l_i, q, t, k_ptr, v_ptr, bt_row, k_head, v_head,
 
 @triton.jit
 def unified_attention_kernel(
-    q_ptr, k_ptr, v_ptr, out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr,
+    q_ptr, k_ptr, v_ptr, out_ptr, part_acc_ptr, part_m_ptr, part_l_ptr, cnt_ptr,
     qsl_ptr, seq_lens_ptr, bt_ptr,
     qk_scale, soft_cap, window, num_reqs,
     stride_qt, stride_qh, stride_kb, stride_ks, stride_kh, stride_vb, stride_vs, stride_vh,
@@ -158,7 +170,7 @@ def unified_attention_kernel(
     NUM_HEADS: tl.constexpr, GROUP: tl.constexpr, HEAD: tl.constexpr, HEAD_PAD: tl.constexpr,
     BLOCK_SIZE: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     NUM_SEGMENTS: tl.constexpr, USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr,
-    USE_DOT: tl.constexpr,
+    USE_DOT: tl.constexpr, MIN_TILES: tl.constexpr, FUSED: tl.constexpr, RED_S: tl.constexpr,
 ):
     qb = tl.program_id(0)
     kvh = tl.program_id(1)
@@ -181,6 +193,13 @@ def unified_attention_kernel(
     seq_len = tl.load(seq_lens_ptr + r)
     ctx = seq_len - q_len
 
+    # KV tiles of this segment, the ones every row sees in full (no mask), segments in use
+    s_lo, s_hi, u_lo, u_hi, n_act = segment_tiles(ctx, q_lo, tl.minimum(q_lo + BLOCK_Q, q_len), window, seg,
+                                                  USE_WINDOW, BLOCK_N, MIN_TILES, NUM_SEGMENTS)
+    if MIN_TILES > 0:
+        if seg >= n_act:
+            return  # unused segment of a short request: stores nothing, no reader looks at it
+
     offs_m = tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, HEAD_PAD)
     tok = offs_m // GROUP
@@ -194,22 +213,6 @@ def unified_attention_kernel(
     if not USE_DOT:
         q = q.to(tl.float32)
 
-    # KV tiles this query tile needs, and the ones every row sees in full (no mask)
-    q_hi = tl.minimum(q_lo + BLOCK_Q, q_len)
-    kv_hi = ctx + q_hi
-    kv_lo = 0
-    u_lo = 0
-    if USE_WINDOW:
-        kv_lo = tl.maximum(ctx + q_lo - window + 1, 0)
-        u_lo = tl.cdiv(tl.maximum(kv_hi - window, 0), BLOCK_N)
-    t_lo = kv_lo // BLOCK_N
-    t_hi = tl.cdiv(kv_hi, BLOCK_N)
-    u_lo = tl.maximum(u_lo, t_lo)
-    u_hi = tl.maximum(tl.minimum((ctx + q_lo + 1) // BLOCK_N, t_hi), u_lo)
-    per_seg = tl.cdiv(t_hi - t_lo, NUM_SEGMENTS)
-    s_lo = t_lo + seg * per_seg
-    s_hi = tl.minimum(s_lo + per_seg, t_hi)
-
     bt_row = bt_ptr + r.to(tl.int64) * stride_bt
     k_head = kvh.to(tl.int64) * stride_kh
     v_head = kvh.to(tl.int64) * stride_vh
@@ -218,29 +221,27 @@ def unified_attention_kernel(
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     for t in range(s_lo, tl.minimum(s_hi, u_lo)):
         acc, m_i, l_i = _tile(acc, m_i, l_i, q, t, k_ptr, v_ptr, bt_row, k_head, v_head,
-                              stride_kb, stride_ks, stride_vb, stride_vs, row_pos, seq_len, window,
-                              qk_scale, soft_cap, HEAD, HEAD_PAD, BLOCK_SIZE, BLOCK_N, True,
-                              USE_WINDOW, USE_SOFTCAP, USE_DOT)
+                              stride_kb, stride_ks, stride_vb, stride_vs, row_pos, seq_len, window, qk_scale,
+                              soft_cap, HEAD, HEAD_PAD, BLOCK_SIZE, BLOCK_N, True, USE_WINDOW, USE_SOFTCAP, USE_DOT)
     for t in range(tl.maximum(s_lo, u_lo), tl.minimum(s_hi, u_hi)):
         acc, m_i, l_i = _tile(acc, m_i, l_i, q, t, k_ptr, v_ptr, bt_row, k_head, v_head,
-                              stride_kb, stride_ks, stride_vb, stride_vs, row_pos, seq_len, window,
-                              qk_scale, soft_cap, HEAD, HEAD_PAD, BLOCK_SIZE, BLOCK_N, False,
-                              USE_WINDOW, USE_SOFTCAP, USE_DOT)
+                              stride_kb, stride_ks, stride_vb, stride_vs, row_pos, seq_len, window, qk_scale,
+                              soft_cap, HEAD, HEAD_PAD, BLOCK_SIZE, BLOCK_N, False, USE_WINDOW, USE_SOFTCAP, USE_DOT)
     for t in range(tl.maximum(s_lo, u_hi), s_hi):
         acc, m_i, l_i = _tile(acc, m_i, l_i, q, t, k_ptr, v_ptr, bt_row, k_head, v_head,
-                              stride_kb, stride_ks, stride_vb, stride_vs, row_pos, seq_len, window,
-                              qk_scale, soft_cap, HEAD, HEAD_PAD, BLOCK_SIZE, BLOCK_N, True,
-                              USE_WINDOW, USE_SOFTCAP, USE_DOT)
+                              stride_kb, stride_ks, stride_vb, stride_vs, row_pos, seq_len, window, qk_scale,
+                              soft_cap, HEAD, HEAD_PAD, BLOCK_SIZE, BLOCK_N, True, USE_WINDOW, USE_SOFTCAP, USE_DOT)
 
+    o_ptrs = out_ptr + q_rows[:, None] * stride_ot + head[:, None] * stride_oh + offs_d[None, :]
+    o_mask = row_ok[:, None] & (offs_d < HEAD)[None, :]
     if NUM_SEGMENTS == 1:
-        o = acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]
-        o_ptrs = out_ptr + q_rows[:, None] * stride_ot + head[:, None] * stride_oh + offs_d[None, :]
-        tl.store(o_ptrs, o.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & (offs_d < HEAD)[None, :])
+        tl.store(o_ptrs, (acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]).to(out_ptr.dtype.element_ty), mask=o_mask)
+    elif n_act == 1:  # adaptive split, one segment: no partials
+        tl.store(o_ptrs, (acc / tl.where(l_i == 0.0, 1.0, l_i)[:, None]).to(out_ptr.dtype.element_ty), mask=o_mask)
     else:
-        idx = (q_rows * NUM_HEADS + head) * NUM_SEGMENTS + seg  # [M] partial slot
-        tl.store(part_m_ptr + idx, m_i, mask=row_ok)
-        tl.store(part_l_ptr + idx, l_i, mask=row_ok)
-        tl.store(part_acc_ptr + idx[:, None] * HEAD_PAD + offs_d[None, :], acc, mask=row_ok[:, None])
+        store_partials(acc, m_i, l_i, part_acc_ptr, part_m_ptr, part_l_ptr, cnt_ptr + qb * tl.num_programs(1) + kvh,
+                       (q_rows * NUM_HEADS + head) * NUM_SEGMENTS, seg, n_act, row_ok, o_ptrs, o_mask, BLOCK_M,
+                       HEAD_PAD, NUM_SEGMENTS, FUSED, RED_S)
 
 
 def _config_key() -> str:
@@ -292,12 +293,12 @@ def unified_attention(
     ``out`` is None). Softmax and accumulation run in fp32.
 
     Args:
-        max_query_len, max_seq_len: host-known maxima of the query lengths and seq_lens. Pass
-            them to avoid a device->host sync (needed under CUDA-graph capture: pass the values
-            the graph is captured for; the segment count is picked from them). None computes them
-            from the tensors (syncs).
-        num_segments: force the split-KV segment count (a power of 2, <= 64); None picks it from
-            the compute-unit count and ``max_seq_len``.
+        max_query_len, max_seq_len: host-known maxima of the query lengths and seq_lens, to avoid
+            a device->host sync (under CUDA-graph capture pass the captured-for values: the grid's
+            segment count follows them, each request uses what its seq_len needs). None: synced.
+        num_segments: force the grid's split-KV segment count (a power of 2, <= 64); None picks it
+            from the compute-unit count and ``max_seq_len``. Fused split-KV (CONFIGS
+            "fused_reduce") shares per-device counters: no concurrent launches on two streams.
 
     Raises:
         ValueError: unsupported dtype, head size (> 256), a head count that is not a multiple of
@@ -337,50 +338,47 @@ def unified_attention(
         busy = num_reqs if kind == "decode" else min(n_qblocks, num_reqs * -(-max_query_len // block_q))
         cus = num_cus(q.device.index or 0) if q.is_cuda else 60
         nseg = pick_segments(cfg, busy * hkv, max_seq_len, block_n, cus, max_query_len)
-    if nseg > 1:
-        part_acc = torch.empty((T, hq, nseg, head_pad), dtype=torch.float32, device=q.device)
-        part_m = torch.empty((T, hq, nseg), dtype=torch.float32, device=q.device)
-        part_l = torch.empty_like(part_m)
-    else:
-        part_acc = part_m = part_l = out  # unused
     use_cap = soft_cap is not None and soft_cap > 0
     use_win = sliding_window is not None and sliding_window > 0
+    win = int(sliding_window) if use_win else 0
+    flags = split_flags(cfg, nseg, n_qblocks * hkv, opts["num_warps"], block_m, head_pad)
+    parts = _alloc_partials(T, hq, nseg, head_pad, q.device) if nseg > 1 else (out, out, out)  # fp32 partials
+    cnt = ticket_counters(q.device) if flags["FUSED"] else seq_lens  # unused when not fused
     unified_attention_kernel[(n_qblocks, hkv, nseg)](
-        q, k_cache, v_cache, out, part_acc, part_m, part_l,
+        q, k_cache, v_cache, out, *parts, cnt,
         query_start_loc, seq_lens, block_table,
-        scale if use_cap else scale * _LOG2E, float(soft_cap) if use_cap else 1.0,
-        int(sliding_window) if use_win else 0, num_reqs,
+        scale if use_cap else scale * _LOG2E, float(soft_cap) if use_cap else 1.0, win, num_reqs,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         v_cache.stride(0), v_cache.stride(1), v_cache.stride(2),
         out.stride(0), out.stride(1), block_table.stride(0),
         NUM_HEADS=hq, GROUP=group, HEAD=d, HEAD_PAD=head_pad, BLOCK_SIZE=block_size,
         BLOCK_Q=block_q, BLOCK_M=block_m, BLOCK_N=block_n, NUM_SEGMENTS=nseg,
-        USE_WINDOW=use_win, USE_SOFTCAP=use_cap, USE_DOT=use_dot, **opts,
+        USE_WINDOW=use_win, USE_SOFTCAP=use_cap, USE_DOT=use_dot, **flags, **opts,
     )
-    if nseg > 1:
-        reduce_segments(part_acc, part_m, part_l, out, query_start_loc, num_reqs, d, cfg_key=_config_key())
+    if nseg > 1 and not flags["FUSED"]:
+        reduce_segments(*parts, out, query_start_loc, seq_lens, num_reqs, d, block_q=block_q, block_n=block_n,
+                        min_tiles=flags["MIN_TILES"], window=win, cfg_key=_config_key())
     return out
 
 
 _SIG = {
     "q_ptr": "*fp16", "k_ptr": "*fp16", "v_ptr": "*fp16", "out_ptr": "*fp16", "part_acc_ptr": "*fp32",
-    "part_m_ptr": "*fp32", "part_l_ptr": "*fp32", "qsl_ptr": "*i32", "seq_lens_ptr": "*i32",
+    "part_m_ptr": "*fp32", "part_l_ptr": "*fp32", "cnt_ptr": "*i32", "qsl_ptr": "*i32", "seq_lens_ptr": "*i32",
     "bt_ptr": "*i32", "qk_scale": "fp32", "soft_cap": "fp32", "window": "i32", "num_reqs": "i32",
     **{s: "i32" for s in ("stride_qt", "stride_qh", "stride_kb", "stride_ks", "stride_kh", "stride_vb",
                           "stride_vs", "stride_vh", "stride_ot", "stride_oh", "stride_bt")},
 }
-# every stride is a multiple of 16 elements for head sizes 64/80/96/128/256, as Triton's runtime
-# specialisation sees them
+# every stride is a multiple of 16 elements at head sizes 64/80/96/128/256 (as Triton specialises)
 _DIV16 = [s for s in _SIG if s.startswith("stride_")]
 
 
 def isa_specs() -> list[dict]:
-    """The configurations the ISA report compiles, per arch: decode (split-KV) and prefill for
-    Llama-3-8B heads (group 4, D 128), Gemma-3 (group 1, D 256, window + soft-cap in decode) and
-    a padded head size (D 80, group 3)."""
+    """The configurations the ISA report compiles, per arch: decode (split-KV, CONFIGS' form and
+    the adaptive + fused one) and prefill for Llama-3-8B heads (group 4, D 128), Gemma-3 (group 1,
+    D 256, window + soft-cap in decode) and a padded head size (D 80, group 3)."""
     flags = ("NUM_HEADS", "GROUP", "HEAD", "HEAD_PAD", "BLOCK_SIZE", "BLOCK_Q", "BLOCK_M", "BLOCK_N",
              "NUM_SEGMENTS", "USE_WINDOW", "USE_SOFTCAP", "USE_DOT")
-    sig = {**_SIG, **{k: "constexpr" for k in flags}}
+    sig = {**_SIG, **{k: "constexpr" for k in flags + ("MIN_TILES", "FUSED", "RED_S")}}
     specs = []
     for arch, cfg in CONFIGS.items():
         for label, group, d, mql, nseg, gemma in (
@@ -393,6 +391,9 @@ def isa_specs() -> list[dict]:
             kind, block_m, block_n, use_dot, opts = _launch_params(cfg, group, head_pad, mql)
             values = (8 * group, group, d, head_pad, 16, block_m // group, block_m, block_n, nseg, gemma, gemma,
                       use_dot)
-            specs.append({"name": f"unified_attention[{label}]", "fn": unified_attention_kernel, "signature": sig,
-                          "constexprs": dict(zip(flags, values)), "divisible_by_16": _DIV16, "arch": arch, **opts})
+            for form, over in (("", {}), ("_fused", {"adaptive": True, "fused_reduce": True}))[:1 + (nseg > 1)]:
+                cx = {**dict(zip(flags, values)),
+                      **split_flags(dict(cfg, **over), nseg, 1, opts["num_warps"], block_m, head_pad)}
+                specs.append({"name": f"unified_attention[{label}{form}]", "fn": unified_attention_kernel,
+                              "signature": sig, "constexprs": cx, "divisible_by_16": _DIV16, "arch": arch, **opts})
     return specs
