@@ -29,8 +29,9 @@ the next block before computing this one), then
   VGPRs) and stays as an option.
 ``MAGIC`` converts integers to floats with the exponent trick (``q | 0x4B000000`` as fp32 minus
 2**23; ``q | 0x6400`` as fp16 minus 1024) instead of int->float conversions, which run at quarter
-rate on NVIDIA. Split-K partials go to an fp32 workspace; the last program of a column tile
-(atomic ticket, reset afterwards) sums them in a fixed order, so one launch is deterministic.
+rate on NVIDIA. Split-K partials go to an fp32 workspace; ``TICKET``: the last program of a column tile
+(atomic ticket, reset afterwards) sums them in a fixed order, so one launch is deterministic; else
+``splitk_reduce.py``, a second launch, sums them (CUDA: the ticket's fence and atomic cost more).
 The ticket counters are shared by every launch on a device: no concurrent launches on two streams.
 """
 
@@ -251,10 +252,9 @@ def w4a16_gemv_kernel(
                         tl.join(tl.sum(acc2c, axis=0), tl.sum(acc2d, axis=0)))  # [BN, 2 (i), 2 (o)]: row 2o + i
             acc = tl.reshape(tl.permute(r, (2, 1, 0)), (BLOCK_M, BLOCK_N))
     mask_mn = mask_m[:, None] & mask_n[None, :]
-    if SPLIT_K > 1 and not TICKET:  # splitk_reduce, the next launch, sums the partials
+    if SPLIT_K > 1:
         tl.store(ws_ptr + pid_k * M * N + offs_m[:, None] * N + offs_n[None, :], acc, mask=mask_mn)
-    elif SPLIT_K > 1:
-        tl.store(ws_ptr + pid_k * M * N + offs_m[:, None] * N + offs_n[None, :], acc, mask=mask_mn)
+    if SPLIT_K > 1 and TICKET:  # else splitk_reduce, the next launch, sums the partials
         tl.debug_barrier()
         ticket = tl.atomic_add(cnt_ptr + pid_n, 1, sem="acq_rel")
         if ticket == SPLIT_K - 1:
@@ -267,7 +267,7 @@ def w4a16_gemv_kernel(
             tl.store(out_ptr + offs_m[:, None] * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty),
                      mask=mask_mn)
             tl.atomic_xchg(cnt_ptr + pid_n, 0, sem="relaxed")  # kernel end publishes it; no fence
-    else:
+    if SPLIT_K == 1:
         if HAS_BIAS:
             acc += tl.load(bias_ptr + offs_n, mask=mask_n, other=0.0).to(tl.float32)[None, :]
         tl.store(out_ptr + offs_m[:, None] * stride_om + offs_n[None, :], acc.to(out_ptr.dtype.element_ty),

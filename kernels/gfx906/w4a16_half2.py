@@ -207,19 +207,11 @@ def _x_pairs(x_row_ptr, perm_ptr, k0, offs_p, K, HAS_PERM: tl.constexpr, EVEN_K:
 
 
 @triton.jit
-def _half2_row(t0, t1, t2, t3, s0, s2, s4, s6, x_row_ptr, perm_ptr, k0, offs_p, K, GROUP: tl.constexpr,
-               HAS_PERM: tl.constexpr, EVEN_K: tl.constexpr, ASM: tl.constexpr):
-    """One fp16 row of x (from ``x_row_ptr``) times the block of ``_half2_prep`` (first row ``k0``):
-    fp32 ``[P, BLOCK_N]``, scaled; the caller reduces over P after the K loop. The products and
-    their half2 sums of 4 (2) are exact up to fp16 rounding; |x| below ~1000 keeps them finite
-    (exllama's dot22_8 has the same bound)."""
-    x0, x1, x2, x3 = _x_pairs(x_row_ptr, perm_ptr, k0, offs_p, K, HAS_PERM, EVEN_K, ASM)
-    return _half2_dot(t0, t1, t2, t3, s0, s2, s4, s6, x0, x1, x2, x3, GROUP, ASM)
-
-
-@triton.jit
 def _half2_dot(t0, t1, t2, t3, s0, s2, s4, s6, x0, x1, x2, x3, GROUP: tl.constexpr, ASM: tl.constexpr):
-    """``_half2_row`` with the activation pairs of ``_x_pairs`` given."""
+    """One fp16 row of x (its pairs from ``_x_pairs``) times the block of ``_half2_prep``: fp32
+    ``[P, BLOCK_N]``, scaled; the caller reduces over P after the K loop. The products and their
+    half2 sums of 4 (2) are exact up to fp16 rounding; |x| below ~1000 keeps them finite
+    (exllama's dot22_8 has the same bound)."""
     P: tl.constexpr = 16
     if GROUP >= 4 * P:
         if GROUP >= 8 * P:
