@@ -6,6 +6,7 @@
 # and GGUF models, bench_gguf.py's decode section, and the GPU tests of the GEMV/GGUF/fused-op
 # kernels and of graph replay. Every step has its own
 # time limit, so one slow step cannot eat the call; each prints a short summary last.
+# E2E_SKIP_GGUF_BENCH=1 skips bench_gguf.py, E2E_SKIP_PYTEST=1 the tests (when gpu_checks.sh ran them).
 set -u
 OUTDIR=${1:?output folder}
 B=$REPO/benchmarks
@@ -29,10 +30,11 @@ for fmt in gptq gguf-q4_k; do
     timeout 90 python3 $B/profile_step.py $dst > "$OUTDIR/prof_$fmt.txt" 2>&1; echo "profile $fmt rc=$?"
     grep -v Warn "$OUTDIR/prof_$fmt.txt" | head -14
 done
-timeout 120 python3 $B/bench_gguf.py --sections decode --out "$OUTDIR/gguf.json" > "$OUTDIR/gguf.txt" 2>&1
+[ "${E2E_SKIP_GGUF_BENCH:-0}" = 1 ] || timeout 120 python3 $B/bench_gguf.py --sections decode --out "$OUTDIR/gguf.json" > "$OUTDIR/gguf.txt" 2>&1
 echo "bench_gguf rc=$?"
+[ "${E2E_SKIP_PYTEST:-0}" = 1 ] && exit 0  # gpu_checks.sh ran them
 export PYTHONPATH=$PYTHONPATH:$REPO
 timeout 150 python3 -m pytest -q $REPO/tests/kernels/test_w4a16.py $REPO/tests/kernels/test_gguf_kernels.py \
-    $REPO/tests/kernels/test_fused_ops.py $REPO/tests/quant/test_gguf_merge.py $REPO/tests/worker/test_cuda_graph.py \
+    $REPO/tests/kernels/test_fused_ops.py $REPO/tests/kernels/test_qkv_rope_cache.py $REPO/tests/quant/test_gguf_merge.py $REPO/tests/worker/test_cuda_graph.py \
     --import-mode=importlib -p no:cacheprovider > "$OUTDIR/pytest_gpu.txt" 2>&1
 echo "pytest rc=$?"; tail -3 "$OUTDIR/pytest_gpu.txt"

@@ -1,7 +1,9 @@
 """GPU engine on GGUF blocks (fused kernels, q8_1 integer dots, merged shards, fp16) against the
-CPU path (weights dequantised at load, fp32) on a random GGUF model; prints JSON.
+CPU path (weights dequantised at load, fp32) on a random GGUF model; prints JSON. With
+``--format gptq`` the same on a random GPTQ 4-bit model (W4A16 GEMV with split-K partials summed
+by their consumers, fused q/k/v rotary + cache write, decode graphs).
 
-    python benchmarks/gguf_engine_check.py [--shape tiny] [--dir /tmp/gguf_check]
+    python benchmarks/gguf_engine_check.py [--shape tiny] [--format gguf-q4_k|gptq] [--dir /tmp/gguf_check]
 
 Teacher-forced log-probabilities of 3 random prompts (60 tokens, in chunks 17 + 1 + 42 so that
 prefill, decode-sized and chunked steps all run) and greedy continuations of 24 tokens.
@@ -26,12 +28,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", default="tiny")
     ap.add_argument("--dir", default="/tmp/gguf_check")
+    ap.add_argument("--format", default="gguf-q4_k", choices=["gguf-q4_k", "gptq", "fp16"])
     a = ap.parse_args()
-    subprocess.run([sys.executable, "-m", "gfx906_llm.bench.random_model", "--format", "gguf-q4_k", "--shape", a.shape,
+    subprocess.run([sys.executable, "-m", "gfx906_llm.bench.random_model", "--format", a.format, "--shape", a.shape,
                     "--out", a.dir, "--overwrite"], check=True, capture_output=True)
     rng = random.Random(0)
     prompts = [[rng.randrange(300, 500) for _ in range(60)] for _ in range(3)]
-    res = {}
+    res = {"format": a.format}
     outs = {}
     for dev in ("cuda", "cpu"):
         llm = LLM(a.dir, device=dev, max_model_len=256, gpu_memory_utilization=0.2, kv_cache_memory_bytes=1 << 26,

@@ -143,6 +143,13 @@ def paged_attention(
     return out
 
 
+def _value(x):
+    """A tensor, or the summed value of split-K partials (``gfx906_llm.layers.splitk``)."""
+    from gfx906_llm.layers.splitk import as_tensor
+
+    return as_tensor(x)
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, offset: float = 0.0) -> torch.Tensor:
     """RMSNorm (Zhang & Sennrich 2019) in fp32: ``x / rms(x) * (offset + weight)``.
 
@@ -163,14 +170,16 @@ def fused_add_rms_norm(
 
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
-    """SwiGLU activation: ``[..., 2 * I] -> [..., I]`` as ``silu(x[..., :I]) * x[..., I:]``."""
-    gate, up = x.chunk(2, dim=-1)
+    """SwiGLU activation: ``[..., 2 * I] -> [..., I]`` as ``silu(x[..., :I]) * x[..., I:]``
+    (``x`` may be a ``gfx906_llm.layers.splitk.SplitKPartials``)."""
+    gate, up = _value(x).chunk(2, dim=-1)
     return torch.nn.functional.silu(gate) * up
 
 
 def gelu_tanh_and_mul(x: torch.Tensor) -> torch.Tensor:
-    """GeGLU with tanh-approximated GELU (Gemma): ``[..., 2 * I] -> [..., I]``."""
-    gate, up = x.chunk(2, dim=-1)
+    """GeGLU with tanh-approximated GELU (Gemma): ``[..., 2 * I] -> [..., I]`` (``x`` as for
+    ``silu_and_mul``)."""
+    gate, up = _value(x).chunk(2, dim=-1)
     return torch.nn.functional.gelu(gate, approximate="tanh") * up
 
 
@@ -199,3 +208,92 @@ def rotary_embedding(
         return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
 
     return rot(q), rot(k)
+
+
+def _check_qkv_rope_cache(qkv, positions, cos_sin_cache, k_cache, v_cache, slot_mapping, num_heads: int,
+                          num_kv_heads: int, head_dim: int, q_norm_weight, k_norm_weight, out) -> None:
+    """The input checks shared by this reference and the Triton ``qkv_rope_cache`` (ValueError)."""
+    ws = getattr(qkv, "ws", None)  # a gfx906_llm.layers.splitk.SplitKPartials (duck-typed: no import)
+    dtype = qkv.dtype
+    if num_heads < 1 or num_kv_heads < 1 or num_heads % num_kv_heads:
+        raise ValueError(f"num_heads {num_heads} must be a positive multiple of num_kv_heads {num_kv_heads}")
+    if head_dim < 2 or head_dim > 256 or head_dim % 2:
+        raise ValueError(f"head_dim {head_dim} must be even and in [2, 256]")
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"qkv dtype {dtype} must be float16, bfloat16 or float32")
+    n = (num_heads + 2 * num_kv_heads) * head_dim
+    shape = tuple(ws.shape[1:]) if ws is not None else tuple(qkv.shape)
+    if len(shape) != 2 or shape[1] != n:
+        raise ValueError(f"qkv {shape} must be [T, (num_heads + 2 * num_kv_heads) * head_dim = {n}]")
+    if ws is None and qkv.stride(-1) != 1:
+        raise ValueError(f"qkv needs a contiguous last dim, got strides {tuple(qkv.stride())}")
+    T = shape[0]
+    if positions.dim() != 1 or positions.shape[0] != T or positions.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"positions {tuple(positions.shape)} {positions.dtype} must be int32/int64 [T = {T}]")
+    if cos_sin_cache.dim() != 2 or cos_sin_cache.shape[1] != head_dim or not cos_sin_cache.is_floating_point():
+        raise ValueError(f"cos_sin_cache {tuple(cos_sin_cache.shape)} must be float [max_position, {head_dim}]")
+    if k_cache.dim() != 4 or k_cache.shape != v_cache.shape or tuple(k_cache.shape[2:]) != (num_kv_heads, head_dim):
+        raise ValueError(f"k_cache {tuple(k_cache.shape)} / v_cache {tuple(v_cache.shape)} must both be "
+                         f"[num_blocks, block_size, {num_kv_heads}, {head_dim}]")
+    if k_cache.stride(-1) != 1 or v_cache.stride(-1) != 1:
+        raise ValueError("k_cache and v_cache need a contiguous last (head_dim) dimension")
+    if slot_mapping.dim() != 1 or slot_mapping.shape[0] > T or slot_mapping.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"slot_mapping {tuple(slot_mapping.shape)} {slot_mapping.dtype} must be int32/int64 [<= {T}]")
+    for name, w in (("q_norm_weight", q_norm_weight), ("k_norm_weight", k_norm_weight)):
+        if w is not None and tuple(w.shape) != (head_dim,):
+            raise ValueError(f"{name} {tuple(w.shape)} must be [{head_dim}]")
+    if out is not None and (tuple(out.shape) != (T, num_heads, head_dim) or out.dtype != dtype or out.stride(-1) != 1):
+        raise ValueError(f"out {tuple(out.shape)} {out.dtype} must be [{T}, {num_heads}, {head_dim}] {dtype} "
+                         "with a contiguous last dim")
+
+
+def qkv_rope_cache(
+    qkv, positions: torch.Tensor, cos_sin_cache: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor, num_heads: int, num_kv_heads: int, head_dim: int, *,
+    q_norm_weight: torch.Tensor | None = None, k_norm_weight: torch.Tensor | None = None, norm_eps: float = 1e-6,
+    norm_offset: float = 0.0, out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The attention block's small ops after the QKV projection, composed from the ops above.
+
+    Splits ``qkv`` into q ``[T, Hq, D]``, k and v ``[T, Hkv, D]``; RMSNorms each q / k head when
+    its weight is given (Qwen3, Gemma-3: ``rms_norm`` with ``norm_eps`` and ``norm_offset``);
+    applies the NeoX rotary embedding to q and k (``rotary_embedding``); writes k and v at
+    ``slot_mapping`` into the paged caches (``reshape_and_cache``: negative slots and rows
+    ``t >= slot_mapping.shape[0]`` are skipped).
+
+    Args:
+        qkv: ``[T, (Hq + 2 * Hkv) * D]`` fp16/bf16/fp32 with a contiguous last dim, or a
+            ``gfx906_llm.layers.splitk.SplitKPartials`` whose value is that tensor.
+        positions: ``[T]`` int32/int64; cos_sin_cache: ``[max_position, D]`` fp32 (cos | sin).
+        k_cache, v_cache: ``[num_blocks, block_size, Hkv, D]``; slot_mapping: ``[<= T]`` int32/int64.
+        q_norm_weight, k_norm_weight: ``[D]`` or None.
+        out: optional ``[T, Hq, D]`` buffer in qkv's dtype.
+
+    Returns:
+        q after norm and rotary, a new contiguous ``[T, Hq, D]`` tensor (or ``out``) in qkv's
+        dtype. ``qkv`` is not modified.
+
+    Raises:
+        ValueError: shapes, dtypes or head counts that do not fit together (see the checks).
+    """
+    _check_qkv_rope_cache(qkv, positions, cos_sin_cache, k_cache, v_cache, slot_mapping, num_heads,
+                          num_kv_heads, head_dim, q_norm_weight, k_norm_weight, out)
+    from gfx906_llm.layers.splitk import as_tensor
+
+    x = as_tensor(qkv)  # [T, N]
+    T = x.shape[0]
+    q, k, v = x.split([num_heads * head_dim, num_kv_heads * head_dim, num_kv_heads * head_dim], dim=-1)
+    q = q.unflatten(-1, (num_heads, head_dim))  # [T, Hq, D]
+    k = k.unflatten(-1, (num_kv_heads, head_dim))  # [T, Hkv, D]
+    v = v.unflatten(-1, (num_kv_heads, head_dim))
+    if q_norm_weight is not None:
+        q = rms_norm(q, q_norm_weight, norm_eps, norm_offset)
+    if k_norm_weight is not None:
+        k = rms_norm(k, k_norm_weight, norm_eps, norm_offset)
+    q, k = rotary_embedding(positions.long(), q, k, cos_sin_cache.float())
+    n = slot_mapping.shape[0]
+    if n:
+        reshape_and_cache(k[:n], v[:n], k_cache, v_cache, slot_mapping)
+    if out is None:
+        return q.contiguous()
+    return out.copy_(q) if T else out

@@ -7,7 +7,9 @@ this class runs every layer the same way:
 
 * on a GPU (unless ``GFX906_LLM_KERNELS=torch``): the fused Triton kernels of
   ``gfx906_llm.kernels.gfx906.w4a16_gemv`` / ``w4a16_gemm`` (GEMV for ``M <= 16`` rows, tiled
-  GEMM above, dequantise-then-matmul from the arch's ``dequant_min_m``);
+  GEMM above, dequantise-then-matmul from the arch's ``dequant_min_m``, which on CUDA depends on
+  ``K * N``: ``w4a16_gemm.choose_path``); ``apply_deferred`` may hand the GEMV's split-K
+  partials to the consumer (``gfx906_llm.layers.splitk``);
 * on the CPU: plain torch, dequantising to fp32 and calling ``matmul`` (no Triton).
 
 After processing a layer holds ``w_qweight`` (int32 ``[K_pad / pack, N]``), ``w_scales``
@@ -138,6 +140,14 @@ class PackedLinearMethod(QuantMethod):
 
     def apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         """``x [..., K]`` (fp16/bf16/fp32) -> ``[..., N]`` in ``x.dtype``."""
+        return self._apply(layer, x, bias, False)
+
+    def apply_deferred(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None = None):
+        """Like ``apply`` for a 2D ``x [M, K]``, but may return the GEMV's split-K partials as a
+        ``gfx906_llm.layers.splitk.SplitKPartials`` instead of summing them (the consumer sums)."""
+        return self._apply(layer, x, bias, True)
+
+    def _apply(self, layer: nn.Module, x: torch.Tensor, bias: torch.Tensor | None, defer: bool):
         lay: W4A16Layout = layer.w4a16_layout
         x2 = x.reshape(-1, lay.in_features)  # [M, K]
         if x2.is_cuda and _use_triton():
@@ -146,7 +156,9 @@ class PackedLinearMethod(QuantMethod):
             if x2.stride(-1) != 1:
                 x2 = x2.contiguous()
             y = w4a16_linear(x2, layer.w_qweight, layer.w_scales, layer.w_zeros, layer.w_perm, bias,
-                             lay.bits, lay.group_size, lay.in_features)
+                             lay.bits, lay.group_size, lay.in_features, defer_reduce=defer and x.dim() == 2)
+            if not isinstance(y, torch.Tensor):
+                return y
         else:
             w = dequantize_internal(self.packed_weight(layer), torch.float32)  # [N, K]
             y = x2.to(torch.float32) @ w.t()

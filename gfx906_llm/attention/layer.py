@@ -37,6 +37,7 @@ class Attention(nn.Module):
     def bind_kv_cache(self, k_cache: torch.Tensor, v_cache: torch.Tensor, platform: Platform) -> None:
         self.k_cache, self.v_cache = k_cache, v_cache
         self._write = get_op("reshape_and_cache", platform)
+        self._qkv_rope_cache = get_op("qkv_rope_cache", platform)
         self._attend = get_op("paged_attention", platform)
         # the Triton kernel takes the step's host-known maxima (no device sync, graph-capturable)
         self._pass_max = "max_seq_len" in inspect.signature(self._attend).parameters
@@ -48,7 +49,28 @@ class Attention(nn.Module):
         k = k.view(T, self.num_kv_heads, self.head_dim)
         v = v.view(T, self.num_kv_heads, self.head_dim)
         self._write(k, v, self.k_cache, self.v_cache, meta.slot_mapping)
+        return self._attend_q(q, meta)
+
+    def forward_qkv(self, qkv, positions: torch.Tensor, cos_sin_cache: torch.Tensor,
+                    q_norm_weight: torch.Tensor | None = None, k_norm_weight: torch.Tensor | None = None,
+                    norm_eps: float = 1e-6, norm_offset: float = 0.0) -> torch.Tensor:
+        """The whole block after the QKV projection: ``qkv [T, (Hq + 2 Hkv) * D]`` (a tensor or the
+        projection's ``SplitKPartials``) -> optional per-head q/k RMSNorm (weights ``[D]``, Gemma's
+        ``norm_offset=1.0``) -> rotary at ``positions [T]`` (``cos_sin_cache [max_position, D]``
+        fp32) -> k, v into the cache -> attention. One fused launch before attention on GPUs
+        (``kernels/gfx906/qkv_rope_cache.py``). Returns ``[T, Hq * D]``."""
+        meta = get_attention_metadata()
+        q = self._qkv_rope_cache(qkv, positions, cos_sin_cache, self.k_cache, self.v_cache, meta.slot_mapping,
+                                 self.num_heads, self.num_kv_heads, self.head_dim, q_norm_weight=q_norm_weight,
+                                 k_norm_weight=k_norm_weight, norm_eps=norm_eps, norm_offset=norm_offset)
+        return self._attend_q(q, meta)
+
+    def _attend_q(self, q: torch.Tensor, meta) -> torch.Tensor:
+        T = q.shape[0]
         extra = {"max_query_len": meta.max_query_len, "max_seq_len": meta.max_seq_len} if self._pass_max else {}
+        # an uninitialised output: every row belongs to a request here (graph padding rows are dummy
+        # requests), so the kernel's zero-fill of rows past query_start_loc[-1] would be a wasted launch
         out = self._attend(q, self.k_cache, self.v_cache, meta.query_start_loc, meta.seq_lens, meta.block_table,
-                           self.scale, sliding_window=self.sliding_window, soft_cap=self.soft_cap, **extra)
+                           self.scale, sliding_window=self.sliding_window, soft_cap=self.soft_cap,
+                           out=torch.empty_like(q), **extra)
         return out.view(T, self.num_heads * self.head_dim)

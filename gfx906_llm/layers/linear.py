@@ -75,6 +75,15 @@ class LinearBase(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.quant_method.apply(self, x, self.bias)
 
+    def forward_deferred(self, x: torch.Tensor):
+        """``forward`` for ``x [M, K]`` that may return a ``gfx906_llm.layers.splitk.SplitKPartials``
+        (the split-K partials of the W4A16 GEMV, left for the consumer to sum) instead of the
+        tensor; methods without split-K partials return the tensor."""
+        deferred = getattr(self.quant_method, "apply_deferred", None)
+        if deferred is None:
+            return self.forward(x)
+        return deferred(self, x, self.bias)
+
     def extra_repr(self) -> str:
         return f"in={self.input_size}, out={self.output_sizes}, method={type(self.quant_method).__name__}"
 

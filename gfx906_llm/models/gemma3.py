@@ -66,12 +66,11 @@ class Gemma3Attention(nn.Module):
                               soft_cap=getattr(hf, "attn_logit_softcapping", None))
 
     def forward(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        T = q.shape[0]
-        q = self.q_norm(q.reshape(T, -1, self.head_dim)).reshape(T, -1)
-        k = self.k_norm(k.reshape(T, -1, self.head_dim)).reshape(T, -1)
-        q, k = self.rotary_emb(positions, q, k)
-        return self.o_proj(self.attn(q, k, v.contiguous()))
+        qkv = self.qkv_proj.forward_deferred(x)  # [T, (Hq + 2 Hkv) * D], or its split-K partials
+        # q/k norms (Gemma's 1 + weight), rotary, the KV-cache write (one launch on GPUs), attention
+        q = self.attn.forward_qkv(qkv, positions, self.rotary_emb.cos_sin_cache, self.q_norm.weight,
+                                  self.k_norm.weight, self.q_norm.eps, norm_offset=1.0)
+        return self.o_proj(q)
 
 
 class Gemma3MLP(nn.Module):
@@ -85,7 +84,7 @@ class Gemma3MLP(nn.Module):
         self.act_fn = get_act_and_mul(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act_fn(self.gate_up_proj(x)))
+        return self.down_proj(self.act_fn(self.gate_up_proj.forward_deferred(x)))  # x [T, d]
 
 
 class Gemma3DecoderLayer(nn.Module):

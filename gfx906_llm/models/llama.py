@@ -41,14 +41,11 @@ class LlamaAttention(nn.Module):
         self.head_dim = d
 
     def forward(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        qkv = self.qkv_proj(x)  # [T, (Hq + 2 Hkv) * D]
-        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        if self.qk_norm:
-            T = q.shape[0]
-            q = self.q_norm(q.reshape(T, -1, self.head_dim)).reshape(T, -1)
-            k = self.k_norm(k.reshape(T, -1, self.head_dim)).reshape(T, -1)
-        q, k = self.rotary_emb(positions, q, k)
-        return self.o_proj(self.attn(q, k, v.contiguous()))
+        qkv = self.qkv_proj.forward_deferred(x)  # [T, (Hq + 2 Hkv) * D], or its split-K partials
+        norms = dict(q_norm_weight=self.q_norm.weight, k_norm_weight=self.k_norm.weight,
+                     norm_eps=self.q_norm.eps) if self.qk_norm else {}
+        # q/k norms, rotary, the KV-cache write (one launch on GPUs), then attention
+        return self.o_proj(self.attn.forward_qkv(qkv, positions, self.rotary_emb.cos_sin_cache, **norms))
 
 
 class LlamaMLP(nn.Module):
@@ -62,7 +59,8 @@ class LlamaMLP(nn.Module):
         self.act_fn = get_act_and_mul(getattr(cfg.hf_config, "hidden_act", "silu"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act_fn(self.gate_up_proj(x)))
+        # x [T, d]; gate_up may hand over its split-K partials: the activation sums them
+        return self.down_proj(self.act_fn(self.gate_up_proj.forward_deferred(x)))
 
 
 class LlamaDecoderLayer(nn.Module):

@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from gfx906_llm.layers.splitk import SplitKPartials
+
 # Launch settings per arch (Platform.config_key). Every op here moves a few KiB to a few hundred
 # KiB per launch: at decode it is launch- and latency-bound, at prefill bandwidth-bound. The rule
 # on every arch: each lane moves 8 fp16 (16 bytes: one global_load_dwordx4 / 128-bit load), and
@@ -36,8 +38,13 @@ import triton.language as tl
 #    heads x 64 pairs (head_dim 128) = 512 fp16 per half = 8 per lane for one wave; cos/sin (fp32)
 #    are read once per program. Same rule with wave32 lanes on gfx1100 and NVIDIA.
 # No matrix cores matter here (no dot products), so gfx90a/gfx942 take gfx906's settings.
-_WAVE64 = {"norm_max_warps": 8, "act_block": 1024, "rope_block_h": 8, "warp_size": 64}
-_WAVE32 = {"norm_max_warps": 8, "act_block": 1024, "rope_block_h": 8, "warp_size": 32}
+#  - act_and_mul on split-K partials (fp32 [S, M, 2I], the gate/up GEMV's, S = 2-4 at decode):
+#    each output element reads 2 S fp32 values, so the 1024-column block would make each of a
+#    decode row's 14 programs stream 32 KiB of partials (2.8 us per call on an H100 against
+#    1.8 + 1.3 us for the reduce launch + the plain op); act_block_ws = 256 columns spreads a row
+#    over 56 programs with 8 KiB each, loads for all S issued before the sums.
+_WAVE64 = {"norm_max_warps": 8, "act_block": 1024, "act_block_ws": 256, "rope_block_h": 8, "warp_size": 64}
+_WAVE32 = {"norm_max_warps": 8, "act_block": 1024, "act_block_ws": 256, "rope_block_h": 8, "warp_size": 32}
 CONFIGS: dict[str, dict] = {
     "gfx906": dict(_WAVE64), "gfx90a": dict(_WAVE64), "gfx942": dict(_WAVE64),
     "gfx1100": dict(_WAVE32), "cuda": dict(_WAVE32), "default": dict(_WAVE32),
@@ -85,12 +92,26 @@ def rms_norm_kernel(
 
 
 @triton.jit
-def act_and_mul_kernel(x_ptr, out_ptr, stride_x, stride_o, n_inter, ACT: tl.constexpr, BLOCK: tl.constexpr):
+def act_and_mul_kernel(x_ptr, b_ptr, out_ptr, stride_x, stride_o, n_inter, n_split, stride_split,
+                       ACT: tl.constexpr, BLOCK: tl.constexpr, FROM_WS: tl.constexpr, HAS_BIAS: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < n_inter
-    g = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)  # gate [BLOCK]
-    u = tl.load(x_ptr + row * stride_x + n_inter + cols, mask=mask, other=0.0).to(tl.float32)  # up
+    if FROM_WS:  # x: fp32 split-K partials [n_split, M, 2I]; the value is their sum (+ bias) in out's dtype
+        g = tl.zeros([BLOCK], dtype=tl.float32)
+        u = tl.zeros([BLOCK], dtype=tl.float32)
+        for s in tl.range(n_split, loop_unroll_factor=4):  # unrolled: S loads in flight, not in a chain
+            p = x_ptr + s * stride_split + row * stride_x
+            g += tl.load(p + cols, mask=mask, other=0.0)
+            u += tl.load(p + n_inter + cols, mask=mask, other=0.0)
+        if HAS_BIAS:
+            g += tl.load(b_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+            u += tl.load(b_ptr + n_inter + cols, mask=mask, other=0.0).to(tl.float32)
+        g = g.to(out_ptr.dtype.element_ty).to(tl.float32)  # as the linear would have rounded it
+        u = u.to(out_ptr.dtype.element_ty).to(tl.float32)
+    else:
+        g = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)  # gate [BLOCK]
+        u = tl.load(x_ptr + row * stride_x + n_inter + cols, mask=mask, other=0.0).to(tl.float32)  # up
     if ACT == 0:  # silu(g) = g * sigmoid(g)
         a = g * tl.sigmoid(g)
     else:  # 0.5 g (1 + tanh(sqrt(2/pi) (g + 0.044715 g^3))), tanh(z) = 2 sigmoid(2z) - 1
@@ -210,29 +231,40 @@ def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Te
     return _norm(x, residual, weight, eps, offset)
 
 
-def _act_and_mul(x: torch.Tensor, act: str) -> torch.Tensor:
+def _act_and_mul(x, act: str) -> torch.Tensor:
     if x.shape[-1] % 2:
         raise ValueError(f"the last dim of x {tuple(x.shape)} must be even (gate | up)")
     inter = x.shape[-1] // 2
-    out = torch.empty((*x.shape[:-1], inter), dtype=x.dtype, device=x.device)
-    x2 = x.reshape(-1, x.shape[-1]) if x.dim() != 2 else x
-    if x2.stride(-1) != 1:
-        x2 = x2.contiguous()
-    rows = x2.shape[0]
+    partials = isinstance(x, SplitKPartials)
+    dtype = x.dtype
+    out = torch.empty((*x.shape[:-1], inter), dtype=dtype, device=x.device)
+    if partials:  # ws [S, M, 2I] fp32, contiguous
+        x2, bias, n_split, stride_split = x.ws, x.bias, x.num_splits, x.ws.stride(0)
+        stride_x = x.ws.stride(1)
+    else:
+        x2 = x.reshape(-1, x.shape[-1]) if x.dim() != 2 else x
+        if x2.stride(-1) != 1:
+            x2 = x2.contiguous()
+        bias, n_split, stride_split, stride_x = None, 1, 0, x2.stride(0)
+    rows = out.numel() // inter if inter else 0
     if rows == 0 or inter == 0:
         return out
     cfg = _config()
-    block = min(cfg["act_block"], triton.next_power_of_2(inter))
+    block = min(cfg["act_block_ws" if partials else "act_block"], triton.next_power_of_2(inter))
     o2 = out.view(rows, inter)
     act_and_mul_kernel[(rows, triton.cdiv(inter, block))](
-        x2, o2, x2.stride(0), o2.stride(0), inter, ACT=_ACT_CODES[act], BLOCK=block,
+        x2, bias if bias is not None else x2, o2, stride_x, o2.stride(0), inter, n_split, stride_split,
+        ACT=_ACT_CODES[act], BLOCK=block, FROM_WS=partials, HAS_BIAS=bias is not None,
         num_warps=_warps_for(block, cfg, 4),
     )
     return out
 
 
-def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+def silu_and_mul(x) -> torch.Tensor:
     """SwiGLU: ``[..., 2 * I] -> [..., I]`` as ``silu(x[..., :I]) * x[..., I:]`` (Triton).
+
+    ``x`` may be a ``SplitKPartials`` of ``[M, 2 * I]`` (the gate/up GEMV's fp32 partials): they are
+    summed here (plus bias, rounded to its dtype) instead of by a separate reduce launch.
 
     Raises:
         ValueError: odd last dimension.
@@ -240,8 +272,9 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     return _act_and_mul(x, "silu")
 
 
-def gelu_tanh_and_mul(x: torch.Tensor) -> torch.Tensor:
-    """GeGLU with tanh-approximated GELU (Gemma): ``[..., 2 * I] -> [..., I]`` (Triton).
+def gelu_tanh_and_mul(x) -> torch.Tensor:
+    """GeGLU with tanh-approximated GELU (Gemma): ``[..., 2 * I] -> [..., I]`` (Triton); ``x`` as
+    for ``silu_and_mul``.
 
     Raises:
         ValueError: odd last dimension.
@@ -303,8 +336,10 @@ def isa_specs() -> list[dict]:
     norm_sig = {"x_ptr": "*fp16", "r_ptr": "*fp16", "w_ptr": "*fp16", "out_ptr": "*fp16", "rout_ptr": "*fp16",
                 "sx_o": "i32", "sx_i": "i32", "sr_o": "i32", "sr_i": "i32", "inner": "i32", "n_cols": "i32",
                 "eps": "fp32", "offset": "fp32", "HAS_RESIDUAL": "constexpr", "BLOCK": "constexpr"}
-    act_sig = {"x_ptr": "*fp16", "out_ptr": "*fp16", "stride_x": "i32", "stride_o": "i32", "n_inter": "i32",
-               "ACT": "constexpr", "BLOCK": "constexpr"}
+    act_sig = {"x_ptr": "*fp16", "b_ptr": "*fp16", "out_ptr": "*fp16", "stride_x": "i32", "stride_o": "i32",
+               "n_inter": "i32", "n_split": "i32", "stride_split": "i32", "ACT": "constexpr", "BLOCK": "constexpr",
+               "FROM_WS": "constexpr", "HAS_BIAS": "constexpr"}
+    ws_sig = dict(act_sig, x_ptr="*fp32")
     rope_sig = {"pos_ptr": "*i64", "q_ptr": "*fp16", "k_ptr": "*fp16", "cs_ptr": "*fp32",
                 **{s: "i32" for s in ("stride_qt", "stride_qh", "stride_kt", "stride_kh", "stride_cs")},
                 **{c: "constexpr" for c in ("NUM_Q_HEADS", "NUM_KV_HEADS", "HALF", "HALF_PAD", "BLOCK_H")}}
@@ -318,12 +353,13 @@ def isa_specs() -> list[dict]:
                           "signature": norm_sig, "constexprs": {"HAS_RESIDUAL": res, "BLOCK": block},
                           "num_warps": _warps_for(block, cfg, cfg["norm_max_warps"]), "num_stages": 1, "arch": arch,
                           "divisible_by_16": ["sx_o", "sx_i", "sr_o", "sr_i", "n_cols"] if n % 16 == 0 else []})
-        for act, inter in (("silu", 14336), ("gelu_tanh", 2048)):
-            block = min(cfg["act_block"], triton.next_power_of_2(inter))
-            specs.append({"name": f"{act}_and_mul[i{inter}]", "fn": act_and_mul_kernel, "signature": act_sig,
-                          "constexprs": {"ACT": _ACT_CODES[act], "BLOCK": block},
+        for act, inter, ws in (("silu", 14336, False), ("gelu_tanh", 2048, False), ("silu", 14336, True)):
+            block = min(cfg["act_block_ws" if ws else "act_block"], triton.next_power_of_2(inter))
+            specs.append({"name": f"{act}_and_mul[i{inter}{'_splitk' if ws else ''}]", "fn": act_and_mul_kernel,
+                          "signature": ws_sig if ws else act_sig,
+                          "constexprs": {"ACT": _ACT_CODES[act], "BLOCK": block, "FROM_WS": ws, "HAS_BIAS": False},
                           "num_warps": _warps_for(block, cfg, 4), "num_stages": 1, "arch": arch,
-                          "divisible_by_16": ["stride_x", "stride_o", "n_inter"]})
+                          "divisible_by_16": ["stride_x", "stride_o", "n_inter", "stride_split"]})
         for hq, hkv, d in ((32, 8, 128), (4, 1, 256), (9, 3, 64)):
             half_pad = triton.next_power_of_2(d // 2)
             block_h = min(cfg["rope_block_h"], triton.next_power_of_2(max(hq, hkv)))

@@ -102,11 +102,11 @@ P_ROWS = 16  # == gfx906_llm.quant.packing.INTERLEAVE
 #    split-K (one 2-warp program per tile): programs_per_cu=16 is the unmeasured fix to try.
 #  - M = 5..16: per-chunk tensor-core dots (EXPAND's join/permute cost more than they save),
 #    MAGIC conversions, BLOCK_N=128 on 4 warps, 4 programs/SM, num_stages=3: 0.74-1.08x fp16.
-#  - M = 17..64 (w4a16_gemm's "gemv_max_m"): the same dots with split-K. The tiled GEMM has no
-#    split-K (an 8B down_proj, N = 4096, gave it 32 programs for 132 SMs). benchmarks/
-#    sweep_mid_m.py, the four linears of an 8B layer summed (us), M = 24 / 32 / 48 / 64:
-#    BLOCK_N 128: 218 / 225 / 215 / 232; BLOCK_N 64: 307 / 306 / 254 / 289; dequantise + cuBLAS
-#    267-269; tiled GEMM 419-456.
+#  - M = 17..64: the GEMV's dots reach them only when forced; since session 4 w4a16_gemm's
+#    "gemv_max_m" is 16 on CUDA: its SWAP GEMM (weight as wgmma's register operand, split-K) ran
+#    1.0-1.45x fp16 at 32-64 rows on an H100, this dot path 0.58-1.02x (NOTES_w4a16.md). Before
+#    that (H200, benchmarks/sweep_mid_m.py, an 8B layer's four linears summed, us, M = 24 / 32 /
+#    48 / 64): BLOCK_N 128: 218 / 225 / 215 / 232; dequantise + cuBLAS 267-269; old GEMM 419-456.
 #  - The FMA path (M == 1 where HALF2 does not apply: 8-bit, bf16/fp32 x, GROUP 16) keeps
 #    BLOCK_N=256, 4 warps, 16 programs/SM, plain conversions (the exponent trick was ~2% slower).
 # default: small tiles for the interpreter on the CPU; HALF2 in its portable form, so that the CPU
@@ -301,7 +301,8 @@ def ticket_counters(device: torch.device) -> torch.Tensor:
 
 def gemv_launch_params(M: int, N: int, num_kblocks: int, cus: int, arch: str | None = None,
                        override: dict | None = None, half2_ok: bool = True) -> dict:
-    """Tile, warps, split-K for ``M`` rows (at most w4a16_gemm's ``gemv_max_m``) on ``cus`` compute
+    """Tile, warps, split-K for ``M`` rows (up to 64; the dispatcher sends at most w4a16_gemm's
+    ``gemv_max_m`` here, 16 on every arch today) on ``cus`` compute
     units (``override``: benchmarks).
     ``half2_ok``: the weight and x allow the HALF2 path (4-bit, GROUP % 32 == 0, fp16 x); it
     is taken for M <= 4 where the arch's "m1" / "half2_m" settings (or ``override``) ask for it."""
@@ -339,8 +340,12 @@ def gemv_launch_params(M: int, N: int, num_kblocks: int, cus: int, arch: str | N
 
 def gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
          perm: torch.Tensor | None, bias: torch.Tensor | None, out: torch.Tensor, bits: int, group_size: int,
-         override: dict | None = None) -> torch.Tensor:
-    """Launch the GEMV into ``out [M, N]`` (see ``w4a16_gemm.w4a16_linear`` for the arguments)."""
+         override: dict | None = None, defer_reduce: bool = False):
+    """Launch the GEMV into ``out [M, N]`` (see ``w4a16_gemm.w4a16_linear`` for the arguments).
+
+    ``defer_reduce``: where the split-K partials would be summed by the separate reduce launch,
+    return them as a ``gfx906_llm.layers.splitk.SplitKPartials`` (fp32 ``[S, M, N]`` + bias) for the
+    consumer to sum instead (``out`` is then left unwritten); otherwise returns ``out``."""
     M, K = x.shape
     N = qweight.shape[1]
     num_kblocks = qweight.shape[0] // P_ROWS
@@ -363,6 +368,10 @@ def gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: to
         TILE_S=p.get("TILE_S", False), EVEN_N=p.get("EVEN_N", False) and N % p["BLOCK_N"] == 0, PIN=p.get("PIN", False),
         TICKET=not reduce_launch, num_warps=p["num_warps"], num_stages=p["num_stages"])
     if reduce_launch:
+        if defer_reduce:
+            from gfx906_llm.layers.splitk import SplitKPartials
+
+            return SplitKPartials(ws, bias, out.dtype)
         splitk_reduce(ws, bias, out, config_key())
     return out
 

@@ -57,6 +57,23 @@ def test_act_and_mul(dtype, name, T, inter):
     torch.testing.assert_close(getattr(fused, name)(x), getattr(reference, name)(x), **_tol(dtype))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ["silu_and_mul", "gelu_tanh_and_mul"])
+@pytest.mark.parametrize("S,T,inter,bias", [(3, 1, 64, False), (5, 2, 200, True), (1, 3, 40, True)])
+def test_act_and_mul_on_splitk_partials(dtype, name, S, T, inter, bias):
+    """Split-K partials [S, T, 2I] fp32 (+ bias) summed inside the kernel: the same as the op on the
+    summed tensor rounded to the dtype (the reference rounds the same way)."""
+    from gfx906_llm.layers.splitk import SplitKPartials
+
+    ws = torch.randn(S, T, 2 * inter, device=DEV) * 2
+    b = torch.randn(2 * inter, dtype=dtype, device=DEV) if bias else None
+    part = SplitKPartials(ws, b, dtype)
+    value = (ws.sum(0) + (b.float() if bias else 0)).to(dtype)
+    expect = getattr(reference, name)(value)
+    torch.testing.assert_close(getattr(fused, name)(part), expect, **_tol(dtype))
+    torch.testing.assert_close(getattr(reference, name)(part), expect, **_tol(dtype))
+
+
 def test_act_and_mul_rejects_odd_width():
     with pytest.raises(ValueError):
         fused.silu_and_mul(torch.randn(2, 7))

@@ -103,6 +103,27 @@ def test_gemv_split_k_reduce_launch(M, ov):
         assert torch.equal(y, run(x, t, 4, gs, bias, force="gemv", override=o)), p["SPLIT_K"]
 
 
+@pytest.mark.parametrize("M,ov", [(1, dict(HALF2=True)), (5, dict(USE_DOT=True))])
+def test_gemv_defer_reduce_returns_partials(M, ov):
+    """``defer_reduce``: where the reduce launch would sum, the GEMV hands back its fp32 partials
+    (value = their sum + bias, the same as the summed output); without split-K it returns the tensor."""
+    from gfx906_llm.layers.splitk import SplitKPartials
+
+    t, gs, w = make_weight(512, 48, 4, 32, True, False)
+    bias = torch.randn(48, device=DEV).half()
+    x = torch.randn(M, 512, device=DEV).half()
+    o = dict(ov, REDUCE_LAUNCH=True, programs_per_cu=64, BLOCK_N=16)
+    part = run(x, t, 4, gs, bias, force="gemv", override=o, defer_reduce=True)
+    assert isinstance(part, SplitKPartials) and part.num_splits == 4 and tuple(part.shape) == (M, 48)
+    summed = run(x, t, 4, gs, bias, force="gemv", override=o)
+    torch.testing.assert_close(part.materialize(), summed, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close((part.ws.sum(0) + bias.float()), x.float() @ w.t() + bias.float(), rtol=2e-3,
+                               atol=2e-3 * summed.float().abs().max().item())
+    t1, gs1, _ = make_weight(128, 48, 4, 32, True, False)  # one K block: never split
+    single = run(x[:, :128].contiguous(), t1, 4, gs1, bias, force="gemv", override=o, defer_reduce=True)
+    assert isinstance(single, torch.Tensor)
+
+
 def test_splitk_reduce_kernel():
     """splitk_reduce sums [S, M, N] partials over S (S not a power of 2, N not a multiple of the tile)."""
     from gfx906_llm.kernels.gfx906.splitk_reduce import splitk_reduce

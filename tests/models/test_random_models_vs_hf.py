@@ -65,6 +65,35 @@ def test_logits_match_transformers(kind, tmp_path):
     assert ref.std() > 0.5  # the comparison is not between near-constant logits
 
 
+@pytest.mark.parametrize("kind", ["qwen2", "qwen3"])
+def test_split_k_partials_handed_to_consumers(kind, tmp_path, monkeypatch):
+    """Every linear hands fp32 split-K partials (3 K chunks, bias left to the consumer) to the ops
+    after it, as the W4A16 GEMV does on GPUs (gfx906_llm/layers/splitk.py): the fused q/k-norm +
+    rotary + KV write and SiLU-and-mul (here their torch paths) sum them; logits still match
+    transformers (Qwen2: QKV bias; Qwen3: q/k norms)."""
+    from gfx906_llm.layers.splitk import SplitKPartials
+    from gfx906_llm.quant.base import UnquantizedLinearMethod
+
+    calls = []
+
+    def apply_deferred(self, layer, x, bias=None):
+        w = layer.weight  # [N, K]
+        parts = [x[:, c].float() @ w[:, c].float().t() for c in torch.tensor_split(torch.arange(w.shape[1]), 3)]
+        calls.append(tuple(w.shape))
+        return SplitKPartials(torch.stack(parts).contiguous(), bias, x.dtype)  # [3, M, N]
+
+    monkeypatch.setattr(UnquantizedLinearMethod, "apply_deferred", apply_deferred, raising=False)
+    hf = _make(kind, tmp_path)
+    llm = LLM(str(tmp_path), dtype="float32", max_model_len=128, kv_cache_memory_bytes=1 << 22)
+    ids = torch.randint(3, VOCAB, (24,)).tolist()
+    with torch.no_grad():
+        ref = hf(torch.tensor([ids])).logits[0].float()
+    calls.clear()
+    ours = engine_logits(llm, ids, [9, 1, 14])
+    torch.testing.assert_close(ours, ref, atol=2e-4, rtol=2e-4)
+    assert len(calls) == 3 * 2 * 2  # 3 steps x 2 layers x (qkv, gate_up)
+
+
 def test_transformers4_schema_and_bad_folders(tmp_path):
     _make("llama3", tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())
