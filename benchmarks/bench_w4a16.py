@@ -81,24 +81,29 @@ def make_weights(K: int, N: int, bits: int, group: int, copies: int):
     return out
 
 
+def random_packed(bits: int, group: int, asym: bool, act: bool, K: int, N: int):
+    """A random weight in the internal layout on the GPU and its fp32 dequantisation ``W [N, K]``."""
+    from gfx906_llm.quant.packing import act_order_perm, dequantize_internal, pack_internal
+
+    g = K if group == -1 else group
+    q = torch.randint(0, 2**bits, (K, N), device="cuda")
+    s = (torch.rand(K // g, N, device="cuda") * 0.02 + 0.001).half()
+    z = torch.randint(0, 2**bits, (K // g, N), device="cuda") if asym else None
+    perm = act_order_perm(torch.randperm(K, device="cuda") // g, g, K) if act else None
+    pw = pack_internal(q, s, z, bits, group, perm)
+    return pw, dequantize_internal(pw)
+
+
 def check_correctness(max_m: int = 300, chosen=lambda M: None) -> list[dict]:
     """Real-size agreement with ``x @ dequant(W).T`` in fp32 (the test oracle), every code path
     (HALF2 at 1..4 rows forced too; ``chosen(M)``: the launch override of the measured table, for
     the dispatch rows); repeated launches catch split-K ticket races."""
-    from gfx906_llm.quant.packing import act_order_perm, dequantize_internal, pack_internal
-
     out = []
     for bits, group, asym, act, K, N in ((4, 128, False, False, 4096, 4096 + 96), (4, 32, True, True, 4096, 1024),
                                          (4, 64, True, False, 4096, 2048), (4, -1, True, False, 4096, 1024),
                                          (8, -1, False, False, 14336, 1024), (8, 64, True, False, 4096, 2048),
                                          (4, 128, True, True, 14336, 4096)):
-        g = K if group == -1 else group
-        q = torch.randint(0, 2**bits, (K, N), device="cuda")
-        s = (torch.rand(K // g, N, device="cuda") * 0.02 + 0.001).half()
-        z = torch.randint(0, 2**bits, (K // g, N), device="cuda") if asym else None
-        perm = act_order_perm(torch.randperm(K, device="cuda") // g, g, K) if act else None
-        pw = pack_internal(q, s, z, bits, group, perm)
-        w = dequantize_internal(pw)  # [N, K] fp32
+        pw, w = random_packed(bits, group, asym, act, K, N)  # w [N, K] fp32
         for M in (1, 2, 3, 4, 5, 8, 16, 17, 64, 300):
             if M > max_m:
                 break

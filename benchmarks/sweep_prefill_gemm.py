@@ -28,9 +28,9 @@ import time
 
 import torch
 
-from bench_w4a16 import graph_time, make_weights
+from bench_w4a16 import graph_time, make_weights, random_packed
 from gfx906_llm.kernels.gfx906 import w4a16_gemm as k
-from gfx906_llm.quant.packing import PackedWeight, act_order_perm, dequantize_internal, pack_internal
+from gfx906_llm.quant.packing import PackedWeight, dequantize_internal
 
 SHAPES = [(4096, 14336), (4096, 4096), (14336, 4096), (4096, 28672), (4096, 1024)]  # (K in, N out)
 MS = [32, 48, 64, 128, 256, 512, 1024, 4096]
@@ -116,13 +116,7 @@ def check(names: list[str], dtypes=(torch.float16, torch.bfloat16)) -> list[dict
     for bits, group, asym, act, K, N in ((4, 128, False, False, 4096, 1024 + 96), (4, 32, True, True, 4096, 1024),
                                          (8, -1, False, False, 4096, 1024 + 96), (8, 64, True, False, 4096, 2048),
                                          (4, 128, True, True, 14336, 1024)):
-        g = K if group == -1 else group
-        q = torch.randint(0, 2**bits, (K, N), device="cuda")
-        s = (torch.rand(K // g, N, device="cuda") * 0.02 + 0.001).half()
-        z = torch.randint(0, 2**bits, (K // g, N), device="cuda") if asym else None
-        perm = act_order_perm(torch.randperm(K, device="cuda") // g, g, K) if act else None
-        pw = pack_internal(q, s, z, bits, group, perm)
-        w = dequantize_internal(pw)  # [N, K] fp32
+        pw, w = random_packed(bits, group, asym, act, K, N)  # w [N, K] fp32
         for dtype in dtypes if (bits, group) == (4, 128) and not asym else dtypes[:1]:
             for M in (65, 300):
                 x = torch.randn(M, K, device="cuda").to(dtype)

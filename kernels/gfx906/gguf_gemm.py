@@ -18,6 +18,7 @@ import triton.language as tl
 
 from gfx906_llm.kernels.gfx906.gguf_dequant import (PLANE_DIV16, Q4_0, Q4_K, Q6_K, Q8_0, check_planes,
                                                      gguf_decode, plane_args, plane_signature)
+from gfx906_llm.kernels.gfx906.w4a16_common import _grouped_tile
 from gfx906_llm.platform import detect_platform
 
 
@@ -28,14 +29,7 @@ def gguf_gemm_kernel(x_ptr, out_ptr, bias_ptr, q_ptr, h_ptr, s_ptr, d_ptr, m_ptr
                      BLOCK_G: tl.constexpr, GROUP_M: tl.constexpr, EVEN_G: tl.constexpr,
                      HAS_BIAS: tl.constexpr, DOT_F32: tl.constexpr, DECODE_3D: tl.constexpr):
     q_rs = tl.multiple_of(q_rs, 16)
-    pid = tl.program_id(0)
-    num_m = tl.cdiv(M, BLOCK_M)
-    num_n = tl.cdiv(N, BLOCK_N)
-    width = GROUP_M * num_n
-    first_m = (pid // width) * GROUP_M
-    size_m = tl.minimum(num_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % width) % size_m
-    pid_n = (pid % width) // size_m
+    pid_m, pid_n = _grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     rm = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # [BM]
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # [BN]
     rs = tl.minimum(rn, N - 1)[None, :]  # [1, BN] clamped rows of W

@@ -9,9 +9,22 @@ import triton.language as tl
 
 
 @triton.jit
-def _x_tile(x_ptr, perm_ptr, offs_m, mask_m, offs_k, K, stride_xm, HAS_PERM: tl.constexpr, EVEN_K: tl.constexpr):
-    """Activations ``x[m, k]`` for internal rows ``offs_k`` (gathered through perm): [BM, len(offs_k)].
-    EVEN_K (K a multiple of the K block) drops the K mask: no exec-mask branches on AMD."""
+def _grouped_tile(pid, M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl.constexpr):
+    """``(pid_m, pid_n)`` of program ``pid`` in the grouped order of Triton's matmul tutorial:
+    ``GROUP_M`` row tiles run next to each other on each column tile, so they share its weight
+    tile in L2."""
+    n_m = tl.cdiv(M, BLOCK_M)
+    n_n = tl.cdiv(N, BLOCK_N)
+    per_group = GROUP_M * n_n
+    first_m = (pid // per_group) * GROUP_M
+    size_m = tl.minimum(n_m - first_m, GROUP_M)
+    return first_m + (pid % per_group) % size_m, (pid % per_group) // size_m
+
+
+@triton.jit
+def _x_rows(perm_ptr, offs_k, K, HAS_PERM: tl.constexpr, EVEN_K: tl.constexpr):
+    """``(kx, mask_k)``: the columns of x holding internal rows ``offs_k`` (through perm) and their
+    mask. EVEN_K (K a multiple of the K block) drops the K mask: no exec-mask branches on AMD."""
     if EVEN_K:
         mask_k = offs_k >= 0
     else:
@@ -20,8 +33,23 @@ def _x_tile(x_ptr, perm_ptr, offs_m, mask_m, offs_k, K, stride_xm, HAS_PERM: tl.
         kx = tl.load(perm_ptr + offs_k, mask=mask_k, other=0)
     else:
         kx = offs_k
+    return kx, mask_k
+
+
+@triton.jit
+def _x_tile(x_ptr, perm_ptr, offs_m, mask_m, offs_k, K, stride_xm, HAS_PERM: tl.constexpr, EVEN_K: tl.constexpr):
+    """Activations ``x[m, k]`` for internal rows ``offs_k`` (gathered through perm): [BM, len(offs_k)]."""
+    kx, mask_k = _x_rows(perm_ptr, offs_k, K, HAS_PERM, EVEN_K)
     return tl.load(x_ptr + offs_m[:, None] * stride_xm + kx[None, :],
                    mask=mask_m[:, None] & mask_k[None, :], other=0.0)
+
+
+@triton.jit
+def _x_tile_t(x_ptr, perm_ptr, offs_m, mask_m, offs_k, K, stride_xm, HAS_PERM: tl.constexpr, EVEN_K: tl.constexpr):
+    """``_x_tile`` loaded transposed, ``[len(offs_k), BM]`` (the B operand of a swapped GEMM)."""
+    kx, mask_k = _x_rows(perm_ptr, offs_k, K, HAS_PERM, EVEN_K)
+    return tl.load(x_ptr + offs_m[None, :] * stride_xm + kx[:, None],
+                   mask=mask_m[None, :] & mask_k[:, None], other=0.0)
 
 
 @triton.jit

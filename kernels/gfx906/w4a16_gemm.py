@@ -30,6 +30,7 @@ import triton
 import triton.language as tl
 
 from gfx906_llm.kernels.gfx906.splitk_reduce import splitk_reduce
+from gfx906_llm.kernels.gfx906.w4a16_common import _grouped_tile, _x_tile_t
 from gfx906_llm.kernels.gfx906.w4a16_gemv import (ARCH_CUS, DIV16, ISA_QUANTS, P_ROWS, SIGNATURE, _dequant, _dot,
                                                   _dq_block, _group_params, _x_tile, config_key, gemv, num_cus)
 
@@ -110,15 +111,8 @@ def _swap_gemm(x_ptr, qw_ptr, s_ptr, z_ptr, perm_ptr, bias_ptr, out_ptr, ws_ptr,
     NC: tl.constexpr = KD // P  # chunks per dot
     MASK: tl.constexpr = (1 << BITS) - 1
     F16: tl.constexpr = x_ptr.dtype.element_ty == tl.float16
-    pid = tl.program_id(0)
+    pid_m, pid_n = _grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
     pid_k = tl.program_id(1)
-    n_m = tl.cdiv(M, BLOCK_M)
-    n_n = tl.cdiv(N, BLOCK_N)
-    per_group = GROUP_M * n_n
-    first_m = (pid // per_group) * GROUP_M
-    size_m = tl.minimum(n_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % per_group) % size_m
-    pid_n = (pid % per_group) // size_m
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     mask_m = offs_m < M
@@ -170,17 +164,8 @@ def _swap_gemm(x_ptr, qw_ptr, s_ptr, z_ptr, perm_ptr, bias_ptr, out_ptr, ws_ptr,
                     else:
                         a = _join_k(tl.join(quad_lo, quad), NC, BLOCK_N)
             if j % NC == NC - 1:  # the dot over chunks j - NC + 1 .. j
-                offs_k = kb * KB + (j + 1 - NC) * P + offs_d
-                if EVEN_K:
-                    mask_k = offs_k >= 0
-                else:
-                    mask_k = offs_k < K
-                if HAS_PERM:
-                    kx = tl.load(perm_ptr + offs_k, mask=mask_k, other=0)
-                else:
-                    kx = offs_k
-                xt = tl.load(x_ptr + offs_m[None, :] * stride_xm + kx[:, None],
-                             mask=mask_m[None, :] & mask_k[:, None], other=0.0)  # [KD, BM]
+                xt = _x_tile_t(x_ptr, perm_ptr, offs_m, mask_m, kb * KB + (j + 1 - NC) * P + offs_d, K, stride_xm,
+                               HAS_PERM, EVEN_K)  # [KD, BM]
                 acc = _dot(a, xt, acc)
     mask_nm = mask_n[:, None] & mask_m[None, :]
     if SPLIT_K:  # fp32 partials ws [splits, M, N], summed by splitk_reduce (the next launch)
@@ -211,14 +196,7 @@ def w4a16_gemm_kernel(
         PACK: tl.constexpr = 32 // BITS
         KB: tl.constexpr = PACK * P
         CPG: tl.constexpr = (GROUP if GROUP < KB else KB) // P  # chunks that share one group
-        pid = tl.program_id(0)
-        n_m = tl.cdiv(M, BLOCK_M)
-        n_n = tl.cdiv(N, BLOCK_N)
-        per_group = GROUP_M * n_n
-        first_m = (pid // per_group) * GROUP_M
-        size_m = tl.minimum(n_m - first_m, GROUP_M)
-        pid_m = first_m + (pid % per_group) % size_m
-        pid_n = (pid % per_group) // size_m
+        pid_m, pid_n = _grouped_tile(tl.program_id(0), M, N, BLOCK_M, BLOCK_N, GROUP_M)
         offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
         offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         mask_m = offs_m < M

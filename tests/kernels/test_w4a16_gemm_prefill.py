@@ -7,33 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gfx906_llm.quant.packing import act_order_perm, pack_internal
-
 triton = pytest.importorskip("triton")
 from gfx906_llm.kernels.gfx906 import w4a16_gemm as w4  # noqa: E402
+from tests.kernels.test_w4a16 import make_weight, run  # noqa: E402  (random packed weights, the launcher call)
 
 GPU = torch.cuda.is_available()
 DEV = "cuda" if GPU else "cpu"  # CPU: the interpreter (tests/conftest.py sets TRITON_INTERPRET=1)
-
-
-def make_weight(K, N, bits, group, asym, act_order):
-    """Random packed weight (tensors on DEV) and its fp32 dequantisation ``W [N, K]``."""
-    g = K if group == -1 else group
-    q = torch.randint(0, 2**bits, (K, N))
-    s = (torch.rand(K // g, N) * 0.02 + 0.001).half()
-    z = torch.randint(0, 2**bits, (K // g, N)) if asym else None
-    g_idx = torch.randperm(K) // g if act_order else torch.arange(K) // g
-    perm = act_order_perm(g_idx, g, K) if act_order else None
-    zz = z[g_idx].float() if asym else 2.0 ** (bits - 1)
-    w = ((q.float() - zz) * s.float()[g_idx]).t().contiguous()
-    pw = pack_internal(q, s, z, bits, group, perm)
-    t = {k: (v.to(DEV) if v is not None else None) for k, v in
-         dict(qweight=pw.qweight, scales=pw.scales, zeros=pw.zeros, perm=pw.perm).items()}
-    return t, pw.group_size, w.to(DEV)
-
-
-def run(x, t, bits, gs, bias=None, **kw):
-    return w4.w4a16_linear(x, t["qweight"], t["scales"], t["zeros"], t["perm"], bias, bits, gs, x.shape[1], **kw)
 
 
 def swap(bm, bn, kd, **kw):
