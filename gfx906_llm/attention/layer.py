@@ -1,4 +1,5 @@
-"""The paged attention layer: writes this step's K/V into the cache, then attends over it.
+"""The paged attention layer: from the QKV projection's output, writes this step's rotated K and V
+into the cache, then attends over it.
 
 The kernels come from the platform's kernel table (``gfx906_llm.platform.get_op``): Triton on
 GPUs, the plain-torch reference on the CPU.
@@ -18,8 +19,9 @@ from gfx906_llm.platform import Platform, get_op
 class Attention(nn.Module):
     """Multi-head / grouped-query attention over the paged KV cache.
 
-    ``forward(q [T, Hq*D], k [T, Hkv*D], v [T, Hkv*D]) -> [T, Hq*D]``. The engine binds the
-    layer's cache with ``bind_kv_cache(k_cache, v_cache, platform)`` before the first step.
+    ``forward(qkv [T, (Hq + 2 Hkv) * D], positions [T], cos_sin_cache) -> [T, Hq * D]``: q/k norms
+    (optional), rotary, the K/V cache write and attention. The engine binds the layer's cache with
+    ``bind_kv_cache(k_cache, v_cache, platform)`` before the first step.
     """
 
     def __init__(self, num_heads: int, head_dim: int, num_kv_heads: int, scale: float,
@@ -36,24 +38,14 @@ class Attention(nn.Module):
 
     def bind_kv_cache(self, k_cache: torch.Tensor, v_cache: torch.Tensor, platform: Platform) -> None:
         self.k_cache, self.v_cache = k_cache, v_cache
-        self._write = get_op("reshape_and_cache", platform)
         self._qkv_rope_cache = get_op("qkv_rope_cache", platform)
         self._attend = get_op("paged_attention", platform)
         # the Triton kernel takes the step's host-known maxima (no device sync, graph-capturable)
         self._pass_max = "max_seq_len" in inspect.signature(self._attend).parameters
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        meta = get_attention_metadata()
-        T = q.shape[0]
-        q = q.view(T, self.num_heads, self.head_dim)
-        k = k.view(T, self.num_kv_heads, self.head_dim)
-        v = v.view(T, self.num_kv_heads, self.head_dim)
-        self._write(k, v, self.k_cache, self.v_cache, meta.slot_mapping)
-        return self._attend_q(q, meta)
-
-    def forward_qkv(self, qkv, positions: torch.Tensor, cos_sin_cache: torch.Tensor,
-                    q_norm_weight: torch.Tensor | None = None, k_norm_weight: torch.Tensor | None = None,
-                    norm_eps: float = 1e-6, norm_offset: float = 0.0) -> torch.Tensor:
+    def forward(self, qkv, positions: torch.Tensor, cos_sin_cache: torch.Tensor,
+                q_norm_weight: torch.Tensor | None = None, k_norm_weight: torch.Tensor | None = None,
+                norm_eps: float = 1e-6, norm_offset: float = 0.0) -> torch.Tensor:
         """The whole block after the QKV projection: ``qkv [T, (Hq + 2 Hkv) * D]`` (a tensor or the
         projection's ``SplitKPartials``) -> optional per-head q/k RMSNorm (weights ``[D]``, Gemma's
         ``norm_offset=1.0``) -> rotary at ``positions [T]`` (``cos_sin_cache [max_position, D]``
@@ -63,9 +55,6 @@ class Attention(nn.Module):
         q = self._qkv_rope_cache(qkv, positions, cos_sin_cache, self.k_cache, self.v_cache, meta.slot_mapping,
                                  self.num_heads, self.num_kv_heads, self.head_dim, q_norm_weight=q_norm_weight,
                                  k_norm_weight=k_norm_weight, norm_eps=norm_eps, norm_offset=norm_offset)
-        return self._attend_q(q, meta)
-
-    def _attend_q(self, q: torch.Tensor, meta) -> torch.Tensor:
         T = q.shape[0]
         extra = {"max_query_len": meta.max_query_len, "max_seq_len": meta.max_seq_len} if self._pass_max else {}
         # an uninitialised output: every row belongs to a request here (graph padding rows are dummy

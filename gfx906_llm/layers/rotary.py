@@ -12,7 +12,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from gfx906_llm.platform import get_device_op
 
 
 def _inv_freq(rotary_dim: int, base: float, scaling: dict[str, Any] | None) -> torch.Tensor:
@@ -38,12 +37,10 @@ def _inv_freq(rotary_dim: int, base: float, scaling: dict[str, Any] | None) -> t
 
 
 class RotaryEmbedding(nn.Module):
-    """Applies rotary embedding to q ``[T, Hq * D]`` and k ``[T, Hkv * D]`` at ``positions [T]``.
-
-    The ``cos_sin_cache`` buffer is ``[max_position, rotary_dim]`` fp32 (cos | sin). On GPUs the
-    Triton kernel rotates ``q`` and ``k`` in place and returns them; on the CPU the reference
-    returns new tensors. Callers use the returned tensors either way.
-    """
+    """The rotary tables of one setting: the ``cos_sin_cache`` buffer, ``[max_position, head_dim]``
+    fp32 (cos | sin halves), which the attention layer's fused q/k rotary + KV-cache write
+    (``kernels/gfx906/qkv_rope_cache.py``, ``kernels.reference.qkv_rope_cache``) reads at each
+    token's position."""
 
     def __init__(self, head_dim: int, max_position: int, base: float, scaling: dict[str, Any] | None = None):
         super().__init__()
@@ -53,14 +50,6 @@ class RotaryEmbedding(nn.Module):
         freqs = torch.outer(t, inv)
         cache = torch.cat([freqs.cos(), freqs.sin()], dim=-1).float()
         self.register_buffer("cos_sin_cache", cache, persistent=False)
-
-    def forward(self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        T = q.shape[0]
-        q3 = q.view(T, -1, self.head_dim)
-        k3 = k.view(T, -1, self.head_dim)
-        # reference (CPU): new tensors; Triton (GPU): q3, k3 rotated in place (views into qkv)
-        q3, k3 = get_device_op("rotary_embedding", q.device)(positions, q3, k3, self.cos_sin_cache)
-        return q3.reshape(T, -1), k3.reshape(T, -1)
 
 
 _ROPE_CACHE: dict[tuple, RotaryEmbedding] = {}

@@ -68,7 +68,7 @@ class Gemma3Attention(nn.Module):
     def forward(self, positions: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         qkv = self.qkv_proj.forward_deferred(x)  # [T, (Hq + 2 Hkv) * D], or its split-K partials
         # q/k norms (Gemma's 1 + weight), rotary, the KV-cache write (one launch on GPUs), attention
-        q = self.attn.forward_qkv(qkv, positions, self.rotary_emb.cos_sin_cache, self.q_norm.weight,
+        q = self.attn(qkv, positions, self.rotary_emb.cos_sin_cache, self.q_norm.weight,
                                   self.k_norm.weight, self.q_norm.eps, norm_offset=1.0)
         return self.o_proj(q)
 

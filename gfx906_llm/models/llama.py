@@ -45,7 +45,7 @@ class LlamaAttention(nn.Module):
         norms = dict(q_norm_weight=self.q_norm.weight, k_norm_weight=self.k_norm.weight,
                      norm_eps=self.q_norm.eps) if self.qk_norm else {}
         # q/k norms, rotary, the KV-cache write (one launch on GPUs), then attention
-        return self.o_proj(self.attn.forward_qkv(qkv, positions, self.rotary_emb.cos_sin_cache, **norms))
+        return self.o_proj(self.attn(qkv, positions, self.rotary_emb.cos_sin_cache, **norms))
 
 
 class LlamaMLP(nn.Module):
