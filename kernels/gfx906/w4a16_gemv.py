@@ -90,10 +90,8 @@ P_ROWS = 16  # == gfx906_llm.quant.packing.INTERLEAVE
 #    layout with each program's words contiguous, unrolled/prefetched loads, x loaded first,
 #    programmatic dependent launch with an L2 prefetch of the first K blocks.
 #  - REDUCE_LAUNCH (splitk_reduce.py): the split-K partials summed by a second launch instead of
-#    the ticket epilogue (fence + atomic + the last program's loads, 2-3.7 us per call). Same
-#    run, us per call on the five shapes: M = 1 7.3/4.3/13.7/13.9/22.3 -> 6.5/4.5/12.9/13.1/21.5;
-#    M = 8 (dot) 15.9/13.9/32.3/32.3/58.5 -> 12.9/7.1/33.7/29.2/58.0; M = 2 and 4 0-14% slower
-#    (they keep the ticket).
+#    the ticket epilogue (fence + atomic + the last program's loads, 2-3.7 us per call; per-shape
+#    times in NOTES_w4a16.md, session 3); M = 2 and 4 keep the ticket (0-14% faster there).
 #    The goal (0.85, 3.3x) is not met: issue slots are ~40% used, PREFETCH and num_stages
 #    changed nothing, and every kernel pays ~5 us (cuBLAS too) that the small shapes cannot hide.
 #  - M == 2: HALF2 rows, BLOCK_N=64 on 2 warps, 8 programs/SM: 1.3-1.75x fp16 (dot path ~0.9x).
@@ -102,11 +100,8 @@ P_ROWS = 16  # == gfx906_llm.quant.packing.INTERLEAVE
 #    split-K (one 2-warp program per tile): programs_per_cu=16 is the unmeasured fix to try.
 #  - M = 5..16: per-chunk tensor-core dots (EXPAND's join/permute cost more than they save),
 #    MAGIC conversions, BLOCK_N=128 on 4 warps, 4 programs/SM, num_stages=3: 0.74-1.08x fp16.
-#  - M = 17..64: the GEMV's dots reach them only when forced; since session 4 w4a16_gemm's
-#    "gemv_max_m" is 16 on CUDA: its SWAP GEMM (weight as wgmma's register operand, split-K) ran
-#    1.0-1.45x fp16 at 32-64 rows on an H100, this dot path 0.58-1.02x (NOTES_w4a16.md). Before
-#    that (H200, benchmarks/sweep_mid_m.py, an 8B layer's four linears summed, us, M = 24 / 32 /
-#    48 / 64): BLOCK_N 128: 218 / 225 / 215 / 232; dequantise + cuBLAS 267-269; old GEMM 419-456.
+#  - M = 17..64 only when forced: w4a16_gemm's SWAP GEMM took them over on CUDA (1.0-1.45x fp16
+#    at 32-64 rows on an H100 against 0.58-1.02x for these dots; NOTES_w4a16.md, session 4).
 #  - The FMA path (M == 1 where HALF2 does not apply: 8-bit, bf16/fp32 x, GROUP 16) keeps
 #    BLOCK_N=256, 4 warps, 16 programs/SM, plain conversions (the exponent trick was ~2% slower).
 # default: small tiles for the interpreter on the CPU; HALF2 in its portable form, so that the CPU
@@ -341,11 +336,9 @@ def gemv_launch_params(M: int, N: int, num_kblocks: int, cus: int, arch: str | N
 def gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
          perm: torch.Tensor | None, bias: torch.Tensor | None, out: torch.Tensor, bits: int, group_size: int,
          override: dict | None = None, defer_reduce: bool = False):
-    """Launch the GEMV into ``out [M, N]`` (see ``w4a16_gemm.w4a16_linear`` for the arguments).
-
-    ``defer_reduce``: where the split-K partials would be summed by the separate reduce launch,
-    return them as a ``gfx906_llm.layers.splitk.SplitKPartials`` (fp32 ``[S, M, N]`` + bias) for the
-    consumer to sum instead (``out`` is then left unwritten); otherwise returns ``out``."""
+    """Launch the GEMV into ``out [M, N]`` (arguments: ``w4a16_gemm.w4a16_linear``); returns ``out``,
+    or with ``defer_reduce`` (where the reduce launch would sum) the partials as a
+    ``gfx906_llm.layers.splitk.SplitKPartials`` for the consumer to sum, ``out`` left unwritten."""
     M, K = x.shape
     N = qweight.shape[1]
     num_kblocks = qweight.shape[0] // P_ROWS
