@@ -86,9 +86,7 @@ P_ROWS = 16  # == gfx906_llm.quant.packing.INTERLEAVE
 #    96-128 registers against 156): BLOCK_N=64 on 2 warps, 16 programs/SM, no PREFETCH, with
 #    _CUDA_H2: 0.27/0.11/0.52/0.52/0.64 of copy bandwidth, 1.51-2.53x fp16 on the five Llama-3-8B
 #    shapes (without _CUDA_H2 0.24/0.11/0.47/0.48/0.56; FMA path: 0.62-0.71x of that; tensor-core
-#    dots padded to 16 rows: 0.3-0.6x). Tried without gain (exp_gemv_layout.py): a tiled weight
-#    layout with each program's words contiguous, unrolled/prefetched loads, x loaded first,
-#    programmatic dependent launch with an L2 prefetch of the first K blocks.
+#    dots padded to 16 rows: 0.3-0.6x). Tried without gain (tiled layout, unrolled loads, PDL): NOTES_w4a16.md.
 #  - REDUCE_LAUNCH (splitk_reduce.py): the split-K partials summed by a second launch instead of
 #    the ticket epilogue (fence + atomic + the last program's loads, 2-3.7 us per call; per-shape
 #    times in NOTES_w4a16.md, session 3); M = 2 and 4 keep the ticket (0-14% faster there).
