@@ -57,6 +57,16 @@ def splitk_reduce(ws: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor
     return out
 
 
+def sum_or_defer(ws: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor, cfg_key: str, defer: bool):
+    """The end of a split-K launch: ``splitk_reduce`` into ``out`` (returned), or with ``defer``
+    the partials as a ``gfx906_llm.layers.splitk.SplitKPartials`` for the consumer to sum."""
+    if defer:
+        from gfx906_llm.layers.splitk import SplitKPartials
+
+        return SplitKPartials(ws, bias, out.dtype)
+    return splitk_reduce(ws, bias, out, cfg_key)
+
+
 def isa_specs() -> list[dict]:
     """The reduction of 32 splits (Llama-3-8B o_proj at batch 1), per arch."""
     sig = {"ws_ptr": "*fp32", "bias_ptr": "*fp16", "out_ptr": "*fp16", "M": "i32", "N": "i32", "stride_om": "i32",

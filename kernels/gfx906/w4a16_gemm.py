@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gfx906_llm.kernels.gfx906.splitk_reduce import splitk_reduce
+from gfx906_llm.kernels.gfx906.splitk_reduce import sum_or_defer
 from gfx906_llm.kernels.gfx906.w4a16_common import _grouped_tile, _x_tile_t
 from gfx906_llm.kernels.gfx906.w4a16_gemv import (ARCH_CUS, DIV16, ISA_QUANTS, P_ROWS, SIGNATURE, _dequant, _dot,
                                                   _dq_block, _group_params, _x_tile, config_key, gemv, num_cus)
@@ -307,11 +307,7 @@ def w4a16_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, z
         EVEN_K=tile.pop("EVEN_K") and K == qweight.shape[0] * (32 // bits),
         EVEN_N=tile.pop("EVEN_N") and N % tile["BLOCK_N"] == 0, num_warps=warps, num_stages=stages, **tile)
     if split > 1:
-        if defer_reduce:
-            from gfx906_llm.layers.splitk import SplitKPartials
-
-            return SplitKPartials(ws, bias, out.dtype)
-        splitk_reduce(ws, bias, out, config_key())
+        return sum_or_defer(ws, bias, out, config_key(), defer_reduce)
     return out
 
 

@@ -45,7 +45,7 @@ import triton.language as tl
 
 from gfx906_llm.kernels.gfx906.w4a16_common import (_dequant, _dot, _dq_block, _group_params, _q_to,  # noqa: F401
                                                     _x_col, _x_tile)
-from gfx906_llm.kernels.gfx906.splitk_reduce import splitk_reduce
+from gfx906_llm.kernels.gfx906.splitk_reduce import sum_or_defer
 from gfx906_llm.kernels.gfx906.w4a16_half2 import _half2_dot, _half2_prep, _x_pairs  # noqa: F401
 
 
@@ -359,11 +359,7 @@ def gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: to
         TILE_S=p.get("TILE_S", False), EVEN_N=p.get("EVEN_N", False) and N % p["BLOCK_N"] == 0, PIN=p.get("PIN", False),
         TICKET=not reduce_launch, num_warps=p["num_warps"], num_stages=p["num_stages"])
     if reduce_launch:
-        if defer_reduce:
-            from gfx906_llm.layers.splitk import SplitKPartials
-
-            return SplitKPartials(ws, bias, out.dtype)
-        splitk_reduce(ws, bias, out, config_key())
+        return sum_or_defer(ws, bias, out, config_key(), defer_reduce)
     return out
 
 
