@@ -152,7 +152,9 @@ def register_triton_op(op: str, module: str, fn: str) -> None:
 register_triton_op("paged_attention", "gfx906_llm.kernels.gfx906.attention", "unified_attention")
 register_triton_op("reshape_and_cache", "gfx906_llm.kernels.gfx906.cache_ops", "reshape_and_cache")
 register_triton_op("qkv_rope_cache", "gfx906_llm.kernels.gfx906.qkv_rope_cache", "qkv_rope_cache")
-for _op in ("rms_norm", "fused_add_rms_norm", "silu_and_mul", "gelu_tanh_and_mul", "rotary_embedding"):
+for _op in ("rms_norm", "fused_add_rms_norm"):
+    register_triton_op(_op, "gfx906_llm.kernels.gfx906.rms_norm", _op)
+for _op in ("silu_and_mul", "gelu_tanh_and_mul", "rotary_embedding"):
     register_triton_op(_op, "gfx906_llm.kernels.gfx906.fused_ops", _op)  # rotary: in place on q, k
 
 

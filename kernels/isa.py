@@ -93,6 +93,13 @@ def compile_spec(spec: dict, arch: str) -> dict:
     row = {"kernel": spec["name"], "module": spec.get("module", ""), "arch": arch,
            "num_warps": spec["num_warps"], "num_stages": spec["num_stages"]}
     fn = spec["fn"]
+    # constexpr parameters with a default that the spec leaves out (e.g. PDL) take their default
+    sig, consts = dict(spec["signature"]), dict(spec.get("constexprs", {}))
+    for p in fn.params:
+        if p.name not in sig and p.is_constexpr and p.has_default:
+            sig[p.name] = "constexpr"
+            consts.setdefault(p.name, p.default)
+    spec = dict(spec, signature=sig, constexprs=consts)
     div16 = set(spec.get("divisible_by_16", ()))
     attrs = {(i,): [["tt.divisibility", 16]] for i, a in enumerate(fn.arg_names)
              if a in spec["signature"] and (spec["signature"][a].startswith("*") or a in div16)}

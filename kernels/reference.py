@@ -154,8 +154,9 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, offset: float = 
     """RMSNorm (Zhang & Sennrich 2019) in fp32: ``x / rms(x) * (offset + weight)``.
 
     ``offset=1.0`` gives Gemma's ``(1 + weight)`` convention. Shape ``[..., hidden]``; the
-    result has ``x.dtype``.
+    result has ``x.dtype`` (``x`` may be a ``gfx906_llm.layers.splitk.SplitKPartials``).
     """
+    x = _value(x)
     xf = x.float()
     xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
     return (xf * (offset + weight.float())).to(x.dtype)
@@ -164,8 +165,9 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, offset: float = 
 def fused_add_rms_norm(
     x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float, offset: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``residual = x + residual``; returns ``(rms_norm(residual), residual)``."""
-    residual = x + residual
+    """``residual = x + residual``; returns ``(rms_norm(residual), residual)`` (``x`` may be a
+    ``gfx906_llm.layers.splitk.SplitKPartials``)."""
+    residual = _value(x) + residual
     return rms_norm(residual, weight, eps, offset), residual
 
 

@@ -31,3 +31,13 @@ def qwen25_coder_gguf_path():
     from gfx906_llm.demo_models import fetch
 
     return fetch("qwen2.5-coder-0.5b-instruct")
+
+
+@pytest.fixture(autouse=True)
+def _clean_splitk_accumulators():
+    """A failed test may leave a split-K accumulator unread (gfx906_llm/layers/splitk.py); zero it
+    so that the failure does not spread to the tests after it."""
+    yield
+    from gfx906_llm.layers.splitk import reset_accumulators
+
+    reset_accumulators()

@@ -1,7 +1,7 @@
 """RMSNorm with an optional fused residual add.
 
 The kernels come from the platform's kernel table (``gfx906_llm.platform.get_device_op``): the
-plain-torch reference for CPU tensors, the Triton kernels of ``kernels/gfx906/fused_ops.py`` on
+plain-torch reference for CPU tensors, the Triton kernels of ``kernels/gfx906/rms_norm.py`` on
 GPUs (unless ``GFX906_LLM_KERNELS=torch``).
 """
 

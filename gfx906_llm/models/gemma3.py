@@ -69,8 +69,8 @@ class Gemma3Attention(nn.Module):
         qkv = self.qkv_proj.forward_deferred(x)  # [T, (Hq + 2 Hkv) * D], or its split-K partials
         # q/k norms (Gemma's 1 + weight), rotary, the KV-cache write (one launch on GPUs), attention
         q = self.attn(qkv, positions, self.rotary_emb.cos_sin_cache, self.q_norm.weight,
-                                  self.k_norm.weight, self.q_norm.eps, norm_offset=1.0)
-        return self.o_proj(q)
+                      self.k_norm.weight, self.q_norm.eps, norm_offset=1.0)
+        return self.o_proj.forward_deferred(q)  # partials (if any) go to post_attention_layernorm
 
 
 class Gemma3MLP(nn.Module):
@@ -84,7 +84,8 @@ class Gemma3MLP(nn.Module):
         self.act_fn = get_act_and_mul(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act_fn(self.gate_up_proj.forward_deferred(x)))  # x [T, d]
+        # x [T, d]; split-K partials go to the activation and to post_feedforward_layernorm
+        return self.down_proj.forward_deferred(self.act_fn(self.gate_up_proj.forward_deferred(x)))
 
 
 class Gemma3DecoderLayer(nn.Module):

@@ -44,8 +44,9 @@ class LlamaAttention(nn.Module):
         qkv = self.qkv_proj.forward_deferred(x)  # [T, (Hq + 2 Hkv) * D], or its split-K partials
         norms = dict(q_norm_weight=self.q_norm.weight, k_norm_weight=self.k_norm.weight,
                      norm_eps=self.q_norm.eps) if self.qk_norm else {}
-        # q/k norms, rotary, the KV-cache write (one launch on GPUs), then attention
-        return self.o_proj(self.attn(qkv, positions, self.rotary_emb.cos_sin_cache, **norms))
+        # q/k norms, rotary, the KV-cache write (one launch on GPUs), then attention; o_proj's
+        # split-K partials (if any) go to the residual RMSNorm after it
+        return self.o_proj.forward_deferred(self.attn(qkv, positions, self.rotary_emb.cos_sin_cache, **norms))
 
 
 class LlamaMLP(nn.Module):
@@ -59,8 +60,9 @@ class LlamaMLP(nn.Module):
         self.act_fn = get_act_and_mul(getattr(cfg.hf_config, "hidden_act", "silu"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x [T, d]; gate_up may hand over its split-K partials: the activation sums them
-        return self.down_proj(self.act_fn(self.gate_up_proj.forward_deferred(x)))
+        # x [T, d]; gate_up may hand over its split-K partials: the activation sums them; down_proj's
+        # go to the next residual RMSNorm
+        return self.down_proj.forward_deferred(self.act_fn(self.gate_up_proj.forward_deferred(x)))
 
 
 class LlamaDecoderLayer(nn.Module):

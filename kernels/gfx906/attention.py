@@ -28,6 +28,7 @@ from gfx906_llm.kernels.gfx906.attention_decode import MAX_SEGMENTS, num_cus, se
 from gfx906_llm.kernels.gfx906.attention_decode import alloc_partials as _alloc_partials
 from gfx906_llm.kernels.gfx906.attention_decode import reduce_segments, split_flags, store_partials, ticket_counters
 from gfx906_llm.kernels.gfx906.attention_decode import num_segments as pick_segments
+from gfx906_llm.kernels.gfx906.pdl import launch_kwargs, pdl_enabled, pdl_start
 
 _LOG2E = 1.4426950408889634
 LOG2E = tl.constexpr(_LOG2E)
@@ -62,16 +63,13 @@ LOG2E = tl.constexpr(_LOG2E)
 #   BLOCK_N=32 with 8 warps [242 VGPRs, 0 scratch], prefill 32 x 16 with 8 warps [241, 0 scratch];
 #   64-row tiles spill. Head-256 decode (tl.dot spilled 632 B) and prefill use the FMA path.
 # cuda (sm_80+, mma/wgmma, 227 KiB smem): 128 x 64 prefill tiles, 8 warps, 2 stages (cp.async).
-#   Measured on an H200 (benchmarks/bench_attention.py --sweep, decode replayed from CUDA graphs):
-#   decode BLOCK_N=64/4 warps/2 stages beat 3 stages, BLOCK_N=128 and 8 warps; 4 programs per SM
-#   beat 2 at batch 64 x 4k (0.97 vs 0.75 of copy bandwidth) but not at batch 8 x 8k (0.78 vs
-#   0.85); prefill 128 x 64/8 warps/2 stages: 1.06x SDPA flash at 8k (64 x 64/4 warps: 0.89x).
-# Split-KV forms (attention_decode.py): "adaptive" lets each request use only cdiv(its KV tiles,
-#   min_tiles_per_segment) of the grid's segments (the grid follows the capture-time max_seq_len);
-#   "fused_reduce" has the last program combine the partials (no second launch). Both are off: on
-#   an H200 (benchmarks/NOTES_attention_decode.md, graphs captured for 8k) the fixed split was as
-#   fast or faster except at short contexts with batch 8: per-tile load latency, not the empty
-#   segments, dominates batch 1. gfx906 fits the fused combine at red_s 8 [128 VGPRs, 0 scratch].
+#   H200 (bench_attention.py --sweep, decode from CUDA graphs): decode BLOCK_N=64/4 warps/2 stages
+#   beat 3 stages, BLOCK_N=128 and 8 warps; 4 programs per SM beat 2 at batch 64 x 4k (0.97 vs 0.75
+#   of copy bandwidth), not at 8 x 8k (0.78 vs 0.85); prefill 128 x 64: 1.06x SDPA flash at 8k.
+# Split-KV forms (attention_decode.py): "adaptive" (each request uses cdiv(its KV tiles,
+#   min_tiles_per_segment) of the grid's segments) and "fused_reduce" (the last program combines,
+#   no second launch) are off: on an H200 (NOTES_attention_decode.md) the fixed split was as fast or
+#   faster but at short contexts with batch 8. gfx906 fits the fused combine [128 VGPRs, 0 scratch].
 # default: conservative, also what the interpreter runs on CPU.
 _SPLIT = {"programs_per_cu": 4, "min_tiles_per_segment": 4, "adaptive": False, "fused_reduce": False}
 CONFIGS: dict[str, dict] = {
@@ -171,7 +169,9 @@ def unified_attention_kernel(
     BLOCK_SIZE: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     NUM_SEGMENTS: tl.constexpr, USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr,
     USE_DOT: tl.constexpr, MIN_TILES: tl.constexpr, FUSED: tl.constexpr, RED_S: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):
+    pdl_start(PDL)  # pdl.py: before any load of q, the lengths or the cache, and any early return
     qb = tl.program_id(0)
     kvh = tl.program_id(1)
     seg = tl.program_id(2)
@@ -344,6 +344,7 @@ def unified_attention(
     flags = split_flags(cfg, nseg, n_qblocks * hkv, opts["num_warps"], block_m, head_pad)
     parts = _alloc_partials(T, hq, nseg, head_pad, q.device) if nseg > 1 else (out, out, out)  # fp32 partials
     cnt = ticket_counters(q.device) if flags["FUSED"] else seq_lens  # unused when not fused
+    pdl = pdl_enabled(q.device)
     unified_attention_kernel[(n_qblocks, hkv, nseg)](
         q, k_cache, v_cache, out, *parts, cnt,
         query_start_loc, seq_lens, block_table,
@@ -353,11 +354,11 @@ def unified_attention(
         out.stride(0), out.stride(1), block_table.stride(0),
         NUM_HEADS=hq, GROUP=group, HEAD=d, HEAD_PAD=head_pad, BLOCK_SIZE=block_size,
         BLOCK_Q=block_q, BLOCK_M=block_m, BLOCK_N=block_n, NUM_SEGMENTS=nseg,
-        USE_WINDOW=use_win, USE_SOFTCAP=use_cap, USE_DOT=use_dot, **flags, **opts,
+        USE_WINDOW=use_win, USE_SOFTCAP=use_cap, USE_DOT=use_dot, PDL=pdl, **flags, **opts, **launch_kwargs(pdl),
     )
     if nseg > 1 and not flags["FUSED"]:
         reduce_segments(*parts, out, query_start_loc, seq_lens, num_reqs, d, block_q=block_q, block_n=block_n,
-                        min_tiles=flags["MIN_TILES"], window=win, cfg_key=_config_key())
+                        min_tiles=flags["MIN_TILES"], window=win, cfg_key=_config_key(), pdl=pdl)
     return out
 
 

@@ -38,6 +38,8 @@ import torch
 import triton
 import triton.language as tl
 
+from gfx906_llm.kernels.gfx906.pdl import launch_kwargs, pdl_start
+
 MAX_SEGMENTS = 64
 MAX_TICKETS = 1 << 16  # (query tile, KV head) counters of the fused form, per device
 
@@ -205,7 +207,9 @@ def reduce_segments_kernel(
     stride_ot, stride_oh,
     NUM_HEADS: tl.constexpr, HEAD: tl.constexpr, HEAD_PAD: tl.constexpr, NUM_SEGMENTS: tl.constexpr,
     BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr, MIN_TILES: tl.constexpr, USE_WINDOW: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):
+    pdl_start(PDL)  # pdl.py: before any load and any early return
     t = tl.program_id(0)
     h = tl.program_id(1)
     if t >= tl.load(qsl_ptr + num_reqs):
@@ -248,18 +252,19 @@ def reduce_segments_kernel(
 def reduce_segments(
     part_acc: torch.Tensor, part_m: torch.Tensor, part_l: torch.Tensor, out: torch.Tensor,
     query_start_loc: torch.Tensor, seq_lens: torch.Tensor, num_reqs: int, head_dim: int, *,
-    block_q: int, block_n: int, min_tiles: int, window: int = 0, cfg_key: str = "default",
+    block_q: int, block_n: int, min_tiles: int, window: int = 0, cfg_key: str = "default", pdl: bool = False,
 ) -> None:
     """Combine partials ``part_acc [T, Hq, S, D_pad]``, ``part_m``/``part_l [T, Hq, S]`` (fp32)
     into ``out [T, Hq, head_dim]`` for the tokens below ``query_start_loc[num_reqs]``, reading
     the segments the attention launch with the same ``block_q``, ``block_n``, ``min_tiles`` and
-    ``window`` (> 0: sliding window) wrote (``min_tiles`` 0: all S)."""
+    ``window`` (> 0: sliding window) wrote (``min_tiles`` 0: all S). ``pdl``: launch with
+    programmatic dependent launch (``pdl.py``; CUDA sm_90+ only)."""
     T, hq, nseg, head_pad = part_acc.shape
     cfg = CONFIGS.get(cfg_key, CONFIGS["default"])
     reduce_segments_kernel[(T, hq)](
         part_acc, part_m, part_l, out, query_start_loc, seq_lens, num_reqs, window, out.stride(0), out.stride(1),
         NUM_HEADS=hq, HEAD=head_dim, HEAD_PAD=head_pad, NUM_SEGMENTS=nseg, BLOCK_Q=block_q, BLOCK_N=block_n,
-        MIN_TILES=min_tiles, USE_WINDOW=window > 0, num_warps=cfg["num_warps"],
+        MIN_TILES=min_tiles, USE_WINDOW=window > 0, PDL=pdl, num_warps=cfg["num_warps"], **launch_kwargs(pdl),
     )
 
 

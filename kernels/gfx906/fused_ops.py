@@ -1,16 +1,14 @@
-"""Fused small ops of a decoder layer, Triton: RMSNorm (with the residual add), gated activations
-(SiLU / tanh-GELU and multiply), and rotary embedding applied in place to q and k.
+"""Fused small ops of a decoder layer, Triton: gated activations (SiLU / tanh-GELU and multiply)
+and rotary embedding applied in place to q and k; RMSNorm lives in ``rms_norm.py`` (re-exported
+here, as the fused-op set is one family).
 
-Same semantics as ``gfx906_llm.kernels.reference`` (``rms_norm``, ``fused_add_rms_norm``,
-``silu_and_mul``, ``gelu_tanh_and_mul``, ``rotary_embedding``), which is the CPU path and the
-test oracle; arithmetic in fp32, rounding to the tensor dtype where the reference rounds (the
-residual sum before the norm, the activation before the multiply).
+Same semantics as ``gfx906_llm.kernels.reference`` (``silu_and_mul``, ``gelu_tanh_and_mul``,
+``rotary_embedding``), which is the CPU path and the test oracle; arithmetic in fp32, rounding to
+the tensor dtype where the reference rounds (the activation before the multiply).
 
-Sources: RMSNorm (Zhang & Sennrich 2019, arXiv:1910.07467; Gemma's ``1 + weight`` as
-``offset=1.0``); SwiGLU / GeGLU (Shazeer 2020, arXiv:2002.05202); tanh-GELU (Hendrycks & Gimpel
-2016); rotary embedding (RoFormer, Su et al. 2021, arXiv:2104.09864) in the NeoX / Hugging Face
-rotate-half layout; the fused-op set follows vLLM's ``csrc/layernorm_kernels.cu`` and
-``csrc/activation_kernels.cu``.
+Sources: SwiGLU / GeGLU (Shazeer 2020, arXiv:2002.05202); tanh-GELU (Hendrycks & Gimpel 2016);
+rotary embedding (RoFormer, Su et al. 2021, arXiv:2104.09864) in the NeoX / Hugging Face
+rotate-half layout; the fused-op set follows vLLM's ``csrc/activation_kernels.cu``.
 """
 
 from __future__ import annotations
@@ -19,17 +17,16 @@ import torch
 import triton
 import triton.language as tl
 
+from gfx906_llm.kernels.gfx906.pdl import launch_kwargs, pdl_enabled, pdl_start
+from gfx906_llm.kernels.gfx906.rms_norm import fused_add_rms_norm, rms_norm
 from gfx906_llm.layers.splitk import SplitKPartials
+
+__all__ = ["fused_add_rms_norm", "gelu_tanh_and_mul", "isa_specs", "rms_norm", "rotary_embedding", "silu_and_mul"]
 
 # Launch settings per arch (Platform.config_key). Every op here moves a few KiB to a few hundred
 # KiB per launch: at decode it is launch- and latency-bound, at prefill bandwidth-bound. The rule
 # on every arch: each lane moves 8 fp16 (16 bytes: one global_load_dwordx4 / 128-bit load), and
 # registers stay low so occupancy is never the limit.
-#  - RMSNorm: one program per row holds the whole row (BLOCK = next power of 2 of the hidden size)
-#    in registers, so the row is read once; num_warps = BLOCK / (8 * warp size), capped at
-#    max_warps. gfx906 (wave64): hidden 4096 -> 8 warps x 64 lanes x 8 elements; the cross-wave
-#    sum goes through LDS (a few hundred bytes of the 64 KiB). Capping at 8 warps keeps a
-#    hidden-8192 row at 16 fp32 per lane (x, residual) in VGPRs [ISA: no scratch].
 #  - act_and_mul: 2D grid (row, BLOCK columns of the intermediate size); gfx906 BLOCK=1024 with
 #    2 waves = 8 fp16 per lane: Llama-3-8B's 14336 columns make 14 programs per row, so even a
 #    single decode row spreads over 14 of the 60 CUs (larger blocks would put it on fewer CUs,
@@ -43,8 +40,8 @@ from gfx906_llm.layers.splitk import SplitKPartials
 #    decode row's 14 programs stream 32 KiB of partials (2.8 us per call on an H100 against
 #    1.8 + 1.3 us for the reduce launch + the plain op); act_block_ws = 256 columns spreads a row
 #    over 56 programs with 8 KiB each, loads for all S issued before the sums.
-_WAVE64 = {"norm_max_warps": 8, "act_block": 1024, "act_block_ws": 256, "rope_block_h": 8, "warp_size": 64}
-_WAVE32 = {"norm_max_warps": 8, "act_block": 1024, "act_block_ws": 256, "rope_block_h": 8, "warp_size": 32}
+_WAVE64 = {"act_block": 1024, "act_block_ws": 256, "rope_block_h": 8, "warp_size": 64}
+_WAVE32 = {"act_block": 1024, "act_block_ws": 256, "rope_block_h": 8, "warp_size": 32}
 CONFIGS: dict[str, dict] = {
     "gfx906": dict(_WAVE64), "gfx90a": dict(_WAVE64), "gfx942": dict(_WAVE64),
     "gfx1100": dict(_WAVE32), "cuda": dict(_WAVE32), "default": dict(_WAVE32),
@@ -65,35 +62,10 @@ def _warps_for(elements: int, cfg: dict, cap: int) -> int:
 
 
 @triton.jit
-def rms_norm_kernel(
-    x_ptr, r_ptr, w_ptr, out_ptr, rout_ptr,
-    sx_o, sx_i, sr_o, sr_i, inner, n_cols, eps, offset,
-    HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr,
-):
-    # row = (outer, inner) index into x [..., (inner,) n_cols]: lets q/k norms read [T, H, D] views of qkv
-    row = tl.program_id(0).to(tl.int64)
-    ro = row // inner
-    ri = row % inner
-    cols = tl.arange(0, BLOCK)
-    mask = cols < n_cols
-    # the weight first: it comes from HBM (evicted by the weight stream between layers) while x
-    # and the residual were just written (L2); issued before the cross-warp sum's barrier, its
-    # latency overlaps theirs
-    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    x = tl.load(x_ptr + ro * sx_o + ri * sx_i + cols, mask=mask, other=0.0).to(tl.float32)  # [BLOCK]
-    if HAS_RESIDUAL:
-        r = tl.load(r_ptr + ro * sr_o + ri * sr_i + cols, mask=mask, other=0.0).to(tl.float32)
-        s = (x + r).to(rout_ptr.dtype.element_ty)  # the reference adds in the tensor dtype
-        tl.store(rout_ptr + row * n_cols + cols, s, mask=mask)
-        x = s.to(tl.float32)
-    var = tl.sum(x * x, axis=0) / n_cols
-    y = x * tl.rsqrt(var + eps)
-    tl.store(out_ptr + row * n_cols + cols, (y * (offset + w)).to(out_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
 def act_and_mul_kernel(x_ptr, b_ptr, out_ptr, stride_x, stride_o, n_inter, n_split, stride_split,
-                       ACT: tl.constexpr, BLOCK: tl.constexpr, FROM_WS: tl.constexpr, HAS_BIAS: tl.constexpr):
+                       ACT: tl.constexpr, BLOCK: tl.constexpr, FROM_WS: tl.constexpr, HAS_BIAS: tl.constexpr,
+                       ZERO_WS: tl.constexpr = False, PDL: tl.constexpr = False):
+    pdl_start(PDL)  # pdl.py
     row = tl.program_id(0).to(tl.int64)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < n_inter
@@ -104,6 +76,9 @@ def act_and_mul_kernel(x_ptr, b_ptr, out_ptr, stride_x, stride_o, n_inter, n_spl
             p = x_ptr + s * stride_split + row * stride_x
             g += tl.load(p + cols, mask=mask, other=0.0)
             u += tl.load(p + n_inter + cols, mask=mask, other=0.0)
+            if ZERO_WS:  # a split-K accumulator: zeroed for the next GEMV (layers/splitk.py)
+                tl.store(p + cols, tl.zeros([BLOCK], dtype=tl.float32), mask=mask)
+                tl.store(p + n_inter + cols, tl.zeros([BLOCK], dtype=tl.float32), mask=mask)
         if HAS_BIAS:
             g += tl.load(b_ptr + cols, mask=mask, other=0.0).to(tl.float32)
             u += tl.load(b_ptr + n_inter + cols, mask=mask, other=0.0).to(tl.float32)
@@ -156,81 +131,6 @@ def rotary_kernel(
 
 
 # ---- launchers ------------------------------------------------------------------------------------
-def _row_view(t: torch.Tensor, n: int) -> tuple[torch.Tensor, int, int, int]:
-    """(tensor, outer stride, inner stride, inner count) addressing rows of ``n`` contiguous values."""
-    if t.stride(-1) != 1:
-        t = t.contiguous()
-    if t.dim() == 2:
-        return t, t.stride(0), 0, 1
-    if t.dim() == 3:
-        return t, t.stride(0), t.stride(1), t.shape[1]
-    t = t.reshape(-1, n)
-    return t, t.stride(0), 0, 1
-
-
-def _norm(x, residual, weight, eps, offset):
-    if x.dim() < 1 or weight.dim() != 1 or x.shape[-1] != weight.shape[0]:
-        raise ValueError(f"x {tuple(x.shape)} must end in the weight's size {tuple(weight.shape)}")
-    if residual is not None and (residual.shape != x.shape or residual.dtype != x.dtype):
-        raise ValueError(f"residual {tuple(residual.shape)} {residual.dtype} must match x {tuple(x.shape)} {x.dtype}")
-    n = x.shape[-1]
-    shape = x.shape
-    x2 = x if x.dim() > 1 else x[None]
-    out = torch.empty(shape, dtype=x.dtype, device=x.device)
-    rout = torch.empty(shape, dtype=x.dtype, device=x.device) if residual is not None else out
-    rows = x2.numel() // n if n else 0
-    if rows == 0:
-        return out, rout
-    x2, sx_o, sx_i, inner = _row_view(x2, n)
-    if residual is not None:
-        r2, sr_o, sr_i, r_inner = _row_view(residual if residual.dim() > 1 else residual[None], n)
-        if r_inner != inner:  # a 4D+ input was flattened differently: make both plain rows
-            x2, sx_o, sx_i, inner = _row_view(x2.reshape(-1, n), n)
-            r2, sr_o, sr_i, _ = _row_view(residual.reshape(-1, n), n)
-    else:
-        r2, sr_o, sr_i = x2, 0, 0
-    cfg = _config()
-    block = triton.next_power_of_2(n)
-    # one row lives in registers (hidden 16384: 32 fp32 per lane over 8 wave64s; wider rows would
-    # spill to scratch but stay correct); refuse sizes no model has
-    if block > 65536:
-        raise ValueError(f"hidden size {n} > 65536 is not supported by the one-pass RMSNorm kernel")
-    rms_norm_kernel[(rows,)](
-        x2, r2, weight, out, rout, sx_o, sx_i, sr_o, sr_i, inner, n, float(eps), float(offset),
-        HAS_RESIDUAL=residual is not None, BLOCK=block, num_warps=_warps_for(block, cfg, cfg["norm_max_warps"]),
-    )
-    return out, rout
-
-
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, offset: float = 0.0) -> torch.Tensor:
-    """RMSNorm ``x / rms(x) * (offset + weight)`` in fp32, result in ``x.dtype`` (Triton).
-
-    Args:
-        x: ``[..., N]`` fp16/bf16/fp32 with a contiguous last dim preferred (a [T, H, D] view with
-            any outer strides, such as q/k heads inside a fused qkv output, is read in place).
-        weight: ``[N]`` (any float dtype). ``offset=1.0`` is Gemma's ``1 + weight``.
-
-    Returns:
-        A new contiguous ``[..., N]`` tensor.
-
-    Raises:
-        ValueError: ``x``'s last dim does not match ``weight``, or is above 65536.
-    """
-    return _norm(x, None, weight, eps, offset)[0]
-
-
-def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float,
-                       offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``s = x + residual`` (rounded to the dtype); returns ``(rms_norm(s), s)`` in one pass (Triton).
-
-    Both outputs are new tensors (inputs are left untouched), so callers may keep references.
-
-    Raises:
-        ValueError: shape/dtype mismatch between ``x``, ``residual`` and ``weight``.
-    """
-    return _norm(x, residual, weight, eps, offset)
-
-
 def _act_and_mul(x, act: str) -> torch.Tensor:
     if x.shape[-1] % 2:
         raise ValueError(f"the last dim of x {tuple(x.shape)} must be even (gate | up)")
@@ -255,7 +155,8 @@ def _act_and_mul(x, act: str) -> torch.Tensor:
     act_and_mul_kernel[(rows, triton.cdiv(inter, block))](
         x2, bias if bias is not None else x2, o2, stride_x, o2.stride(0), inter, n_split, stride_split,
         ACT=_ACT_CODES[act], BLOCK=block, FROM_WS=partials, HAS_BIAS=bias is not None,
-        num_warps=_warps_for(block, cfg, 4),
+        ZERO_WS=partials and x.accumulator, PDL=pdl_enabled(out.device), num_warps=_warps_for(block, cfg, 4),
+        **launch_kwargs(pdl_enabled(out.device)),
     )
     return out
 
@@ -330,15 +231,11 @@ def rotary_embedding(positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor,
 
 # ---- ISA report -----------------------------------------------------------------------------------
 def isa_specs() -> list[dict]:
-    """Per arch: Llama-3-8B shapes (hidden 4096 with and without the residual, q/k-norm rows of 128,
-    SwiGLU over 14336, rotary 32/8 heads x 128), Gemma-3 GeGLU and its 256-wide rotary, SmolLM2's
-    576-wide norm and 9/3 x 64 rotary."""
-    norm_sig = {"x_ptr": "*fp16", "r_ptr": "*fp16", "w_ptr": "*fp16", "out_ptr": "*fp16", "rout_ptr": "*fp16",
-                "sx_o": "i32", "sx_i": "i32", "sr_o": "i32", "sr_i": "i32", "inner": "i32", "n_cols": "i32",
-                "eps": "fp32", "offset": "fp32", "HAS_RESIDUAL": "constexpr", "BLOCK": "constexpr"}
+    """Per arch: Llama-3-8B shapes (SwiGLU over 14336, from the tensor and from split-K partials,
+    rotary 32/8 heads x 128), Gemma-3 GeGLU and its 256-wide rotary, SmolLM2's 9/3 x 64 rotary."""
     act_sig = {"x_ptr": "*fp16", "b_ptr": "*fp16", "out_ptr": "*fp16", "stride_x": "i32", "stride_o": "i32",
                "n_inter": "i32", "n_split": "i32", "stride_split": "i32", "ACT": "constexpr", "BLOCK": "constexpr",
-               "FROM_WS": "constexpr", "HAS_BIAS": "constexpr"}
+               "FROM_WS": "constexpr", "HAS_BIAS": "constexpr", "ZERO_WS": "constexpr"}
     ws_sig = dict(act_sig, x_ptr="*fp32")
     rope_sig = {"pos_ptr": "*i64", "q_ptr": "*fp16", "k_ptr": "*fp16", "cs_ptr": "*fp32",
                 **{s: "i32" for s in ("stride_qt", "stride_qh", "stride_kt", "stride_kh", "stride_cs")},
@@ -347,17 +244,12 @@ def isa_specs() -> list[dict]:
     for arch, cfg in CONFIGS.items():
         if arch == "default":
             continue
-        for n, res in ((4096, True), (4096, False), (576, True), (128, False)):
-            block = triton.next_power_of_2(n)
-            specs.append({"name": f"rms_norm[{'add_' if res else ''}n{n}]", "fn": rms_norm_kernel,
-                          "signature": norm_sig, "constexprs": {"HAS_RESIDUAL": res, "BLOCK": block},
-                          "num_warps": _warps_for(block, cfg, cfg["norm_max_warps"]), "num_stages": 1, "arch": arch,
-                          "divisible_by_16": ["sx_o", "sx_i", "sr_o", "sr_i", "n_cols"] if n % 16 == 0 else []})
         for act, inter, ws in (("silu", 14336, False), ("gelu_tanh", 2048, False), ("silu", 14336, True)):
             block = min(cfg["act_block_ws" if ws else "act_block"], triton.next_power_of_2(inter))
             specs.append({"name": f"{act}_and_mul[i{inter}{'_splitk' if ws else ''}]", "fn": act_and_mul_kernel,
                           "signature": ws_sig if ws else act_sig,
-                          "constexprs": {"ACT": _ACT_CODES[act], "BLOCK": block, "FROM_WS": ws, "HAS_BIAS": False},
+                          "constexprs": {"ACT": _ACT_CODES[act], "BLOCK": block, "FROM_WS": ws, "HAS_BIAS": False,
+                                         "ZERO_WS": ws},
                           "num_warps": _warps_for(block, cfg, 4), "num_stages": 1, "arch": arch,
                           "divisible_by_16": ["stride_x", "stride_o", "n_inter", "stride_split"]})
         for hq, hkv, d in ((32, 8, 128), (4, 1, 256), (9, 3, 64)):

@@ -21,6 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
+from gfx906_llm.kernels.gfx906.pdl import launch_kwargs, pdl_enabled, pdl_start
 from gfx906_llm.kernels.reference import _check_qkv_rope_cache
 
 # Launch settings per arch (Platform.config_key). Grid (token, head blocks: q's, then k's, then
@@ -63,12 +64,16 @@ def _warps_for(nbytes: int, cfg: dict) -> int:
 
 @triton.jit
 def _load_half(x_ptr, bias_ptr, t, cols, stride_xt, stride_xs, num_splits, mask, dtype: tl.constexpr,
-               PARTIALS: tl.constexpr, S_PAD: tl.constexpr, HAS_BIAS: tl.constexpr):
-    """qkv's value at row t, columns cols [BLOCK_H, HALF_PAD], in fp32, rounded to dtype."""
+               PARTIALS: tl.constexpr, S_PAD: tl.constexpr, HAS_BIAS: tl.constexpr, ZERO_WS: tl.constexpr):
+    """qkv's value at row t, columns cols [BLOCK_H, HALF_PAD], in fp32, rounded to dtype
+    (``ZERO_WS``: the partials are a split-K accumulator, zeroed after the read)."""
     if PARTIALS:
         offs_s = tl.arange(0, S_PAD)
         ptrs = x_ptr + offs_s[:, None, None].to(tl.int64) * stride_xs + t * stride_xt + cols[None, :, :]
-        part = tl.load(ptrs, mask=(offs_s < num_splits)[:, None, None] & mask[None, :, :], other=0.0)
+        smask = (offs_s < num_splits)[:, None, None] & mask[None, :, :]
+        part = tl.load(ptrs, mask=smask, other=0.0)
+        if ZERO_WS:
+            tl.store(ptrs, tl.zeros_like(part), mask=smask)
         acc = tl.sum(part, axis=0)  # [BLOCK_H, HALF_PAD] fp32, fixed tree over S
         if HAS_BIAS:
             acc += tl.load(bias_ptr + cols, mask=mask, other=0.0).to(tl.float32)
@@ -97,8 +102,10 @@ def qkv_rope_cache_kernel(
     stride_kcb, stride_kcs, stride_kch, stride_vcb, stride_vcs, stride_vch, eps, norm_offset,
     NUM_Q_HEADS: tl.constexpr, NUM_KV_HEADS: tl.constexpr, HEAD_DIM: tl.constexpr, HALF_PAD: tl.constexpr,
     BLOCK_H: tl.constexpr, BLOCK_SIZE: tl.constexpr, PARTIALS: tl.constexpr, S_PAD: tl.constexpr,
-    HAS_BIAS: tl.constexpr, Q_NORM: tl.constexpr, K_NORM: tl.constexpr,
+    HAS_BIAS: tl.constexpr, Q_NORM: tl.constexpr, K_NORM: tl.constexpr, ZERO_WS: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):
+    pdl_start(PDL)  # pdl.py: before any load and store
     HALF: tl.constexpr = HEAD_DIM // 2
     Q_BLOCKS: tl.constexpr = (NUM_Q_HEADS + BLOCK_H - 1) // BLOCK_H
     KV_BLOCKS: tl.constexpr = (NUM_KV_HEADS + BLOCK_H - 1) // BLOCK_H
@@ -113,9 +120,9 @@ def qkv_rope_cache_kernel(
         mask = (h < NUM_Q_HEADS)[:, None] & dmask[None, :]
         cols = h[:, None] * HEAD_DIM + offs_d[None, :]  # [BLOCK_H, HALF_PAD] first halves
         x1 = _load_half(x_ptr, bias_ptr, t, cols, stride_xt, stride_xs, num_splits, mask, dtype, PARTIALS, S_PAD,
-                        HAS_BIAS)
+                        HAS_BIAS, ZERO_WS)
         x2 = _load_half(x_ptr, bias_ptr, t, cols + HALF, stride_xt, stride_xs, num_splits, mask, dtype, PARTIALS,
-                        S_PAD, HAS_BIAS)
+                        S_PAD, HAS_BIAS, ZERO_WS)
         pos = tl.load(pos_ptr + t).to(tl.int64)
         cos = tl.load(cs_ptr + pos * stride_cs + offs_d, mask=dmask, other=0.0)[None, :]  # [1, HALF_PAD] fp32
         sin = tl.load(cs_ptr + pos * stride_cs + HALF + offs_d, mask=dmask, other=0.0)[None, :]
@@ -135,9 +142,9 @@ def qkv_rope_cache_kernel(
                 mask = (h < NUM_KV_HEADS)[:, None] & dmask[None, :]
                 cols = (NUM_Q_HEADS + h[:, None]) * HEAD_DIM + offs_d[None, :]
                 x1 = _load_half(x_ptr, bias_ptr, t, cols, stride_xt, stride_xs, num_splits, mask, dtype, PARTIALS,
-                                S_PAD, HAS_BIAS)
+                                S_PAD, HAS_BIAS, ZERO_WS)
                 x2 = _load_half(x_ptr, bias_ptr, t, cols + HALF, stride_xt, stride_xs, num_splits, mask, dtype,
-                                PARTIALS, S_PAD, HAS_BIAS)
+                                PARTIALS, S_PAD, HAS_BIAS, ZERO_WS)
                 pos = tl.load(pos_ptr + t).to(tl.int64)
                 cos = tl.load(cs_ptr + pos * stride_cs + offs_d, mask=dmask, other=0.0)[None, :]
                 sin = tl.load(cs_ptr + pos * stride_cs + HALF + offs_d, mask=dmask, other=0.0)[None, :]
@@ -152,13 +159,21 @@ def qkv_rope_cache_kernel(
                 mask = (h < NUM_KV_HEADS)[:, None] & dmask[None, :]
                 cols = (NUM_Q_HEADS + NUM_KV_HEADS + h[:, None]) * HEAD_DIM + offs_d[None, :]
                 x1 = _load_half(x_ptr, bias_ptr, t, cols, stride_xt, stride_xs, num_splits, mask, dtype, PARTIALS,
-                                S_PAD, HAS_BIAS)
+                                S_PAD, HAS_BIAS, ZERO_WS)
                 x2 = _load_half(x_ptr, bias_ptr, t, cols + HALF, stride_xt, stride_xs, num_splits, mask, dtype,
-                                PARTIALS, S_PAD, HAS_BIAS)
+                                PARTIALS, S_PAD, HAS_BIAS, ZERO_WS)
                 dst = v_cache_ptr + blk * stride_vcb + off * stride_vcs + h[:, None] * stride_vch + offs_d[None, :]
                 vdt = v_cache_ptr.dtype.element_ty
                 tl.store(dst, x1.to(dtype).to(vdt), mask=mask)
                 tl.store(dst + HALF, x2.to(dtype).to(vdt), mask=mask)
+        elif ZERO_WS:  # nothing to write, but the accumulator's k or v columns of this row are zeroed
+            kv = (hb - Q_BLOCKS) // KV_BLOCKS  # 0: k, 1: v
+            h = (hb - Q_BLOCKS - kv * KV_BLOCKS) * BLOCK_H + offs_h
+            mask = (h < NUM_KV_HEADS)[:, None] & dmask[None, :]
+            cols = (NUM_Q_HEADS + kv * NUM_KV_HEADS + h[:, None]) * HEAD_DIM + offs_d[None, :]
+            zero = tl.zeros([BLOCK_H, HALF_PAD], dtype=tl.float32)
+            tl.store(x_ptr + t * stride_xt + cols, zero, mask=mask)
+            tl.store(x_ptr + t * stride_xt + cols + HALF, zero, mask=mask)
 
 
 def _launch_params(cfg: dict, head_dim: int, itemsize: int, s_pad: int, partials: bool) -> tuple[int, int, int]:
@@ -180,7 +195,8 @@ def qkv_rope_cache(qkv, positions: torch.Tensor, cos_sin_cache: torch.Tensor, k_
         qkv: ``[T, (Hq + 2 * Hkv) * D]`` fp16/bf16/fp32 (any row stride, contiguous last dim), or a
             ``gfx906_llm.layers.splitk.SplitKPartials`` (fp32 ``ws [S, T, N]`` contiguous, optional
             ``bias [N]`` contiguous, output ``dtype``): its S partials are summed (plus bias) and
-            rounded to ``dtype`` in the kernel, with no separate reduce launch.
+            rounded to ``dtype`` in the kernel, with no separate reduce launch (an accumulator is
+            zeroed after the read, padding rows included).
         positions: ``[T]`` int32/int64 (< ``cos_sin_cache.shape[0]``; not checked, no host sync).
         cos_sin_cache: ``[max_position, D]`` fp32, cos in the first ``D/2`` columns, sin in the last.
         k_cache, v_cache: ``[num_blocks, block_size, Hkv, D]`` (any float dtype; values are rounded to
@@ -233,26 +249,28 @@ def qkv_rope_cache(qkv, positions: torch.Tensor, cos_sin_cache: torch.Tensor, k_
         v_cache.stride(2), float(norm_eps), float(norm_offset),
         NUM_Q_HEADS=num_heads, NUM_KV_HEADS=num_kv_heads, HEAD_DIM=head_dim, HALF_PAD=half_pad, BLOCK_H=block_h,
         BLOCK_SIZE=k_cache.shape[1], PARTIALS=partials, S_PAD=s_pad, HAS_BIAS=bias is not None,
-        Q_NORM=qw is not None, K_NORM=kw is not None, num_warps=num_warps,
+        Q_NORM=qw is not None, K_NORM=kw is not None, ZERO_WS=partials and qkv.accumulator,
+        PDL=pdl_enabled(out.device), num_warps=num_warps, **launch_kwargs(pdl_enabled(out.device)),
     )
     return out
 
 
 # ---- ISA report -----------------------------------------------------------------------------------
 def isa_specs() -> list[dict]:
-    """Per arch: Llama-3-8B (32/8 x 128) from the fp16 qkv tensor and from S=22 split-K partials
-    with a bias (as Qwen2's qkv_proj has), Qwen3-style q/k norm (32/8 x 128, tensor and partials),
-    Gemma-3 (4/1 x 256 with q/k norm); block size 16."""
+    """Per arch: Llama-3-8B (32/8 x 128) from the fp16 qkv tensor, from S=22 split-K partials with
+    a bias (as Qwen2's qkv_proj has) and from the split-K accumulator (CUDA); Qwen3-style q/k norm
+    (32/8 x 128, tensor and partials); Gemma-3 (4/1 x 256 with q/k norm); block size 16."""
     strides = ("stride_xt", "stride_xs", "stride_cs", "stride_ot", "stride_oh", "stride_kcb", "stride_kcs",
                "stride_kch", "stride_vcb", "stride_vcs", "stride_vch")
     consts = ("NUM_Q_HEADS", "NUM_KV_HEADS", "HEAD_DIM", "HALF_PAD", "BLOCK_H", "BLOCK_SIZE", "PARTIALS", "S_PAD",
-              "HAS_BIAS", "Q_NORM", "K_NORM")
+              "HAS_BIAS", "Q_NORM", "K_NORM", "ZERO_WS")
     specs = []
     for arch, cfg in CONFIGS.items():
         if arch == "default":
             continue
         for name, hq, hkv, d, s, bias, norm in (("llama3_8b", 32, 8, 128, 0, False, False),
                                                 ("llama3_8b_s22_bias", 32, 8, 128, 22, True, False),
+                                                ("llama3_8b_acc", 32, 8, 128, 1, False, False),
                                                 ("qwen3_qknorm", 32, 8, 128, 0, False, True),
                                                 ("qwen3_qknorm_s22", 32, 8, 128, 22, False, True),
                                                 ("gemma3_qknorm", 4, 1, 256, 0, False, True)):
@@ -268,7 +286,7 @@ def isa_specs() -> list[dict]:
                 "name": f"qkv_rope_cache[{name}]", "fn": qkv_rope_cache_kernel, "signature": sig,
                 "constexprs": {"NUM_Q_HEADS": hq, "NUM_KV_HEADS": hkv, "HEAD_DIM": d, "HALF_PAD": half_pad,
                                "BLOCK_H": block_h, "BLOCK_SIZE": 16, "PARTIALS": partials, "S_PAD": s_pad,
-                               "HAS_BIAS": bias, "Q_NORM": norm, "K_NORM": norm},
+                               "HAS_BIAS": bias, "Q_NORM": norm, "K_NORM": norm, "ZERO_WS": name.endswith("_acc")},
                 "num_warps": num_warps, "num_stages": 1, "arch": arch, "divisible_by_16": list(strides),
             })
     return specs

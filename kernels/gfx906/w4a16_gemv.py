@@ -24,15 +24,14 @@ the next block before computing this one), then
   partial sums (``sum x (q - z) s = s (sum x q - z sum x)``), and the reduction over ``P``
   happens once, after the K loop;
 * M > 1 (dot path): one ``tl.dot`` per 16-row chunk of raw integers (exact in fp16), scaled per
-  group like the FMA path. ``EXPAND`` instead dequantises the whole ``[KB, BLOCK_N]`` block and
-  joins the chunks for one K = KB dot; it lost on every target checked (H200 timings, gfx942
-  VGPRs) and stays as an option.
-``MAGIC`` converts integers to floats with the exponent trick (``q | 0x4B000000`` as fp32 minus
-2**23; ``q | 0x6400`` as fp16 minus 1024) instead of int->float conversions, which run at quarter
-rate on NVIDIA. Split-K partials go to an fp32 workspace; ``TICKET``: the last program of a column tile
-(atomic ticket, reset afterwards) sums them in a fixed order, so one launch is deterministic; else
-``splitk_reduce.py``, a second launch, sums them (CUDA: the ticket's fence and atomic cost more).
-The ticket counters are shared by every launch on a device: no concurrent launches on two streams.
+  group like the FMA path (``EXPAND``: one K = KB dot on the dequantised block; slower everywhere).
+``MAGIC`` converts integers with the exponent trick (``q | 0x6400`` as fp16 minus 1024) instead of
+int->float conversions (quarter rate on NVIDIA). Split-K partials: ``TICKET``, the last program of a
+column tile sums them in a fixed order (one deterministic launch; the counters are shared per
+device: no concurrent launches on two streams); else ``splitk_reduce.py``, a second launch; or
+``ATOMIC`` (CUDA decode), fp32 ``atomic_add`` into the device's zeroed split-K accumulator
+(``gfx906_llm.layers.splitk``) that the consumer reads as one row and zeroes (not bit-exact
+between runs: fp32 adds in arrival order).
 """
 
 from __future__ import annotations
@@ -46,6 +45,8 @@ import triton.language as tl
 from gfx906_llm.kernels.gfx906.w4a16_common import (_dequant, _dot, _dq_block, _group_params, _q_to,  # noqa: F401
                                                     _x_col, _x_tile)
 from gfx906_llm.kernels.gfx906.splitk_reduce import sum_or_defer
+from gfx906_llm.kernels.gfx906.pdl import launch_kwargs, pdl_enabled, pdl_launch, pdl_wait, prefetch_l2
+from gfx906_llm.layers.splitk import accumulator_buffer
 from gfx906_llm.kernels.gfx906.w4a16_half2 import _half2_dot, _half2_prep, _x_pairs  # noqa: F401
 
 
@@ -62,46 +63,32 @@ P_ROWS = 16  # == gfx906_llm.quant.packing.INTERLEAVE
 #    v_fma_mix_f32 (fp16 x used directly) per weight, 4.7 VALU ops per weight in all (scales,
 #    zeros and moves included): ALU-bound near 80% of HBM speed. MAGIC off: the exponent trick
 #    takes 5.5 (conversions are full rate on GCN).
-#  - HALF2 off: its portable form (the bit-exact emulation the CPU tests run) packs and unpacks
-#    half2 words with integer ops and took 105 VGPRs (2 waves/SIMD) against the FMA path's 64 in
-#    the ISA report. The same idea in GCN asm (v_and_or_b32 with 0x000f000f/0x64006400,
-#    v_pk_add_f16 / v_pk_fma_f16 for q - z, v_dot2_f32_f16 for 2 products into fp32: ~1.6 VALU
-#    ops per weight) is the next step there, but needs a card to validate.
+#  - HALF2 off: its portable form (the emulation the CPU tests run) took 105 VGPRs (2 waves/SIMD)
+#    against 64. GCN asm (v_and_or_b32 with the same masks, v_pk_add_f16 / v_pk_fma_f16 for q - z,
+#    v_dot2_f32_f16: ~1.6 VALU ops per weight) is the next step there; it needs a card.
 #  - M == 1: BLOCK_N=128 on 4 waves = 8 int32 per lane per block (two global_load_dwordx4),
-#    63 VGPRs = 4 waves/SIMD in flight to hide HBM latency; the per-lane [P, BLOCK_N] tile keeps
-#    the reduction out of the loop. num_stages=1: waves hide latency, not VGPR copies; no
-#    PREFETCH (another 8 VGPRs per block for nothing measurable on the H200).
+#    63 VGPRs = 4 waves/SIMD to hide HBM latency; the [P, BLOCK_N] tile keeps the reduction out
+#    of the loop. num_stages=1 and no PREFETCH: waves hide latency, not VGPR copies.
 #  - M > 1: tl.dot lowers to v_dot2_f32_f16 FMA code, which needs no padding to 16 rows
 #    (dot_min_m=1) and no EXPAND (its permutes would round-trip LDS): one dot per chunk.
 #    BLOCK_N 64/32 keeps VGPRs at 78-91 (2-3 waves/SIMD, no scratch).
 #  - split-K targets 8 programs per CU (480), bounded by the number of K blocks.
-#  - EVEN_K off: dropping the K masks lets the scheduler hoist all 8 chunks' x loads and raises
-#    the M == 1 kernel from 63 to 98 VGPRs (4 -> 2 waves/SIMD) in the ISA report.
-# gfx90a / gfx942 / gfx1100: like gfx906 for M == 1 (bandwidth bound); M > 1 pads to 16 rows for
-#   MFMA/WMMA; per-chunk dots (EXPAND costs 2x the VGPRs on gfx942 in the ISA report). gfx1100
-#   (wave32) keeps the dot tile on 4 warps: 8 warps spilled (256 VGPRs + scratch), 4 take 110.
-# cuda, from benchmarks/bench_w4a16.py --sweep on an H200 (132 SMs; fractions of the 4.12 TB/s
-#   SM-kernel copy, NOTES_w4a16.md has the tables):
-#  - M == 1: HALF2 with PTX (2.8 SASS instructions per weight against 5.1 for the FMA path;
-#    96-128 registers against 156): BLOCK_N=64 on 2 warps, 16 programs/SM, no PREFETCH, with
-#    _CUDA_H2: 0.27/0.11/0.52/0.52/0.64 of copy bandwidth, 1.51-2.53x fp16 on the five Llama-3-8B
-#    shapes (without _CUDA_H2 0.24/0.11/0.47/0.48/0.56; FMA path: 0.62-0.71x of that; tensor-core
-#    dots padded to 16 rows: 0.3-0.6x). Tried without gain (tiled layout, unrolled loads, PDL): NOTES_w4a16.md.
-#  - REDUCE_LAUNCH (splitk_reduce.py): the split-K partials summed by a second launch instead of
-#    the ticket epilogue (fence + atomic + the last program's loads, 2-3.7 us per call; per-shape
-#    times in NOTES_w4a16.md, session 3); M = 2 and 4 keep the ticket (0-14% faster there).
-#    The goal (0.85, 3.3x) is not met: issue slots are ~40% used, PREFETCH and num_stages
-#    changed nothing, and every kernel pays ~5 us (cuBLAS too) that the small shapes cannot hide.
-#  - M == 2: HALF2 rows, BLOCK_N=64 on 2 warps, 8 programs/SM: 1.3-1.75x fp16 (dot path ~0.9x).
-#  - M = 3..4: HALF2 4 rows, BLOCK_N=32 on 2 warps, 8 programs/SM, PREFETCH: best on the four
-#    swept shapes (1.0-1.2x fp16) but 0.52-0.66x at 4096x28672, where 896 column tiles leave no
-#    split-K (one 2-warp program per tile): programs_per_cu=16 is the unmeasured fix to try.
-#  - M = 5..16: per-chunk tensor-core dots (EXPAND's join/permute cost more than they save),
-#    MAGIC conversions, BLOCK_N=128 on 4 warps, 4 programs/SM, num_stages=3: 0.74-1.08x fp16.
-#  - M = 17..64 only when forced: w4a16_gemm's SWAP GEMM took them over on CUDA (1.0-1.45x fp16
-#    at 32-64 rows on an H100 against 0.58-1.02x for these dots; NOTES_w4a16.md, session 4).
-#  - The FMA path (M == 1 where HALF2 does not apply: 8-bit, bf16/fp32 x, GROUP 16) keeps
-#    BLOCK_N=256, 4 warps, 16 programs/SM, plain conversions (the exponent trick was ~2% slower).
+#  - EVEN_K off: without K masks all 8 chunks' x loads are hoisted: 63 -> 98 VGPRs (4 -> 2 waves).
+# gfx90a / gfx942 / gfx1100: like gfx906 for M == 1; M > 1 pads to 16 rows for MFMA/WMMA, per-chunk
+#   dots (EXPAND: 2x the VGPRs on gfx942). gfx1100 dots on 4 warps (8 spilled; 4 take 110 VGPRs).
+# cuda (132 SMs; sweeps and per-shape tables in benchmarks/NOTES_w4a16.md):
+#  - M == 1: HALF2 with PTX (2.8 SASS instructions per weight against 5.1 for the FMA path),
+#    BLOCK_N=64 on 2 warps, 16 programs/SM, _CUDA_H2 below: 0.27-0.64 of copy bandwidth on the
+#    five Llama-3-8B shapes. ATOMIC split-K (session 5; session 3 measured the kernel alone at
+#    0.38/0.18/0.67/0.67/0.76 of copy, as fast as with no epilogue): the consumer reads one
+#    accumulator row, so o_proj / down_proj lose their reduce launch (64 per 8B decode step).
+#  - M == 2: HALF2 rows, 64 on 2 warps, 8 programs/SM, ticket epilogue (1.3-1.75x fp16).
+#  - M = 3..4: HALF2 4 rows, 32 on 2 warps, 8 programs/SM, PREFETCH, ticket (1.0-1.2x fp16; 0.5-0.7x
+#    at 4096x28672, whose 896 column tiles leave no split-K: 16 programs/SM is the fix to try).
+#  - M = 5..16: per-chunk tensor-core dots, MAGIC, BLOCK_N=128 on 4 warps, 4 programs/SM,
+#    num_stages=3, ATOMIC (0.74-1.08x fp16). 17..64 rows only when forced (the SWAP GEMM is faster).
+#  - The FMA path (M == 1 without HALF2: 8-bit, bf16/fp32 x, GROUP 16): BLOCK_N=256, 4 warps,
+#    16 programs/SM, plain conversions. Tried without gain: tiled layout, unrolled loads, PDL.
 # default: small tiles for the interpreter on the CPU; HALF2 in its portable form, so that the CPU
 #   tests run the same pairing, zero folding and group logic as the PTX.
 # HALF2 on CUDA (benchmarks/exp_gemv_layout.py, H200): scales loaded in the weight tile's own layout
@@ -123,11 +110,11 @@ CONFIGS: dict[str, dict] = {
     "gfx1100": {"m1": {"BLOCK_N": 128, "num_warps": 8, "programs_per_cu": 8, "MAGIC": False},
                 "dot": _AMD_DOT, "num_stages": 1, "EVEN_K": True},
     "cuda": {"m1": {"BLOCK_N": 256, "num_warps": 4, "programs_per_cu": 16, "MAGIC": False, "HALF2": True, "ASM": True,
-                    "half2": dict(_CUDA_H2, BLOCK_N=64, num_warps=2, programs_per_cu=16, REDUCE_LAUNCH=True)},
+                    "half2": dict(_CUDA_H2, BLOCK_N=64, num_warps=2, programs_per_cu=16, ATOMIC=True)},
              "half2_m": {2: {"BLOCK_N": 64, "num_warps": 2, "programs_per_cu": 8},  # _CUDA_H2: 0.32-0.36 vs 0.38-0.43
                          4: dict(_CUDA_H2, BLOCK_N=32, num_warps=2, programs_per_cu=8, PREFETCH=True)},
              "dot": {"BLOCK_N": {2: 128, 4: 128, 8: 128, 16: 128, 32: 128, 64: 128}, "num_warps": 4, "programs_per_cu": 4,
-                     "dot_min_m": 16, "EXPAND": False, "MAGIC": True, "num_stages": 3, "REDUCE_LAUNCH": True},
+                     "dot_min_m": 16, "EXPAND": False, "MAGIC": True, "num_stages": 3, "ATOMIC": True},
              "num_stages": 1, "EVEN_K": True},
     "default": {"m1": {"BLOCK_N": 64, "num_warps": 4, "programs_per_cu": 4, "MAGIC": False, "HALF2": True},
                 "half2_m": {2: {"BLOCK_N": 32, "num_warps": 4, "programs_per_cu": 4},
@@ -154,7 +141,8 @@ def w4a16_gemv_kernel(
     USE_DOT: tl.constexpr, EXPAND: tl.constexpr, MAGIC: tl.constexpr, EVEN_K: tl.constexpr,
     HALF2: tl.constexpr = False, ASM: tl.constexpr = False, PREFETCH: tl.constexpr = False,
     EVICT: tl.constexpr = "", TILE_S: tl.constexpr = False, EVEN_N: tl.constexpr = False,
-    PIN: tl.constexpr = False, TICKET: tl.constexpr = True,
+    PIN: tl.constexpr = False, TICKET: tl.constexpr = True, ATOMIC: tl.constexpr = False,
+    PDL: tl.constexpr = False, PF_BLOCKS: tl.constexpr = 2,
 ):
     P: tl.constexpr = 16
     PACK: tl.constexpr = 32 // BITS
@@ -181,6 +169,14 @@ def w4a16_gemv_kernel(
     kb_hi = tl.minimum(kb_lo + blocks_per_split, num_kblocks)
     w_ptrs = qw_ptr + offs_p[:, None] * N + offs_n[None, :]
     W_STEP = P * N
+    if PDL:  # pdl.py: the first PF_BLOCKS weight blocks go to L2 while the previous kernel ends
+        pdl_launch(PDL)
+        LINES: tl.constexpr = BLOCK_N // 32 if BLOCK_N >= 32 else 1  # 128-byte lines per tile row
+        offs_l = pid_n * BLOCK_N + tl.arange(0, LINES) * 32
+        for b in tl.static_range(PF_BLOCKS):
+            prefetch_l2(qw_ptr + (kb_lo + b) * W_STEP + offs_p[:, None] * N + offs_l[None, :],
+                        (offs_p[:, None] >= 0) & (offs_l < N)[None, :] & (kb_lo + b < kb_hi), qw_ptr, PDL)
+        pdl_wait(PDL)  # x, the scales' users and every store come after this
     if PREFETCH:  # register double buffer: block kb + 1 is in flight while block kb is computed
         w_next = _wload(w_ptrs + kb_lo * W_STEP, mask_n, EVEN_N, EVICT)  # splits are never empty
     for kb in range(kb_lo, kb_hi):
@@ -245,9 +241,11 @@ def w4a16_gemv_kernel(
                         tl.join(tl.sum(acc2c, axis=0), tl.sum(acc2d, axis=0)))  # [BN, 2 (i), 2 (o)]: row 2o + i
             acc = tl.reshape(tl.permute(r, (2, 1, 0)), (BLOCK_M, BLOCK_N))
     mask_mn = mask_m[:, None] & mask_n[None, :]
-    if SPLIT_K > 1:
+    if SPLIT_K > 1 and ATOMIC:  # ws: the zeroed accumulator [M, N]; the reader zeroes it again
+        tl.atomic_add(ws_ptr + offs_m[:, None] * N + offs_n[None, :], acc, mask=mask_mn, sem="relaxed")
+    elif SPLIT_K > 1:
         tl.store(ws_ptr + pid_k * M * N + offs_m[:, None] * N + offs_n[None, :], acc, mask=mask_mn)
-    if SPLIT_K > 1 and TICKET:  # else splitk_reduce, the next launch, sums the partials
+    if SPLIT_K > 1 and TICKET and not ATOMIC:  # else splitk_reduce, the next launch, sums the partials
         tl.debug_barrier()
         ticket = tl.atomic_add(cnt_ptr + pid_n, 1, sem="acq_rel")
         if ticket == SPLIT_K - 1:
@@ -319,7 +317,7 @@ def gemv_launch_params(M: int, N: int, num_kblocks: int, cus: int, arch: str | N
                  programs_per_cu=c["programs_per_cu"], USE_DOT=True, EXPAND=c["EXPAND"], MAGIC=c["MAGIC"],
                  HALF2=False, ASM=False)
     p.update(num_stages=c.get("num_stages", cfg["num_stages"]), PREFETCH=c.get("PREFETCH", False),
-             **{key: c[key] for key in ("TILE_S", "EVEN_N", "PIN", "EVICT", "REDUCE_LAUNCH") if key in c})
+             **{key: c[key] for key in ("TILE_S", "EVEN_N", "PIN", "EVICT", "REDUCE_LAUNCH", "ATOMIC") if key in c})
     p["EVEN_K"] = cfg["EVEN_K"]
     ov.pop("HALF2", None)
     p.update(ov)
@@ -344,10 +342,15 @@ def gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: to
     p = gemv_launch_params(M, N, num_kblocks, num_cus(x.device), override=override, half2_ok=h2_ok)
     assert p["USE_DOT"] or p["BLOCK_M"] == 1 == M or p["HALF2"], "the FMA path is for M == 1"
     split = p["SPLIT_K"]
-    reduce_launch = split > 1 and p.get("REDUCE_LAUNCH", False)  # else the ticket epilogue sums
-    ws = torch.empty((split, M, N) if split > 1 else (1,), dtype=torch.float32, device=x.device)
+    atomic = split > 1 and p.get("ATOMIC", False)
+    reduce_launch = split > 1 and (atomic or p.get("REDUCE_LAUNCH", False))  # else the ticket epilogue sums
+    if atomic:
+        ws = accumulator_buffer(x.device, M * N).view(1, M, N)
+    else:
+        ws = torch.empty((split, M, N) if split > 1 else (1,), dtype=torch.float32, device=x.device)
     n_tiles = triton.cdiv(N, p["BLOCK_N"])
     assert n_tiles <= MAX_COLUMN_TILES
+    pdl = p.get("PDL", True) and pdl_enabled(x.device)
     w4a16_gemv_kernel[(n_tiles, split)](
         x, qweight, scales, zeros if zeros is not None else scales, perm if perm is not None else qweight,
         bias if bias is not None else scales, out, ws, ticket_counters(x.device),
@@ -357,9 +360,10 @@ def gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: to
         BLOCK_N=p["BLOCK_N"], SPLIT_K=split, USE_DOT=p["USE_DOT"], EXPAND=p["EXPAND"], MAGIC=p["MAGIC"],
         HALF2=p["HALF2"], ASM=p["ASM"], PREFETCH=p["PREFETCH"], EVICT=p.get("EVICT", ""),
         TILE_S=p.get("TILE_S", False), EVEN_N=p.get("EVEN_N", False) and N % p["BLOCK_N"] == 0, PIN=p.get("PIN", False),
-        TICKET=not reduce_launch, num_warps=p["num_warps"], num_stages=p["num_stages"])
+        TICKET=not reduce_launch, ATOMIC=atomic, PDL=pdl, num_warps=p["num_warps"], num_stages=p["num_stages"],
+        **launch_kwargs(pdl))
     if reduce_launch:
-        return sum_or_defer(ws, bias, out, config_key(), defer_reduce)
+        return sum_or_defer(ws, bias, out, config_key(), defer_reduce, accumulator=atomic)
     return out
 
 
@@ -388,7 +392,7 @@ def isa_specs() -> list[dict]:
                              MAGIC=p["MAGIC"], EVEN_K=p["EVEN_K"], HALF2=p["HALF2"], ASM=p["ASM"],
                              PREFETCH=p["PREFETCH"], EVICT=p.get("EVICT", ""), TILE_S=p.get("TILE_S", False),
                              EVEN_N=p.get("EVEN_N", False), PIN=p.get("PIN", False),
-                             TICKET=not p.get("REDUCE_LAUNCH", False))
+                             TICKET=not p.get("REDUCE_LAUNCH", False), ATOMIC=p.get("ATOMIC", False))
                 specs.append({"name": f"w4a16_gemv[m{m}_b{bits}_g{group}{'_zp' if zp else ''}]",
                               "fn": w4a16_gemv_kernel, "signature": dict(SIGNATURE, **{k: "constexpr" for k in const}),
                               "constexprs": const, "num_warps": p["num_warps"], "num_stages": p["num_stages"],

@@ -95,7 +95,7 @@ def test_gemv_split_k_reduce_launch(M, ov):
     x = torch.randn(M, 512, device=DEV).half()
     ref = x.float() @ w.t() + bias.float()
     for ppc in (1, 4, 64):
-        o = dict(ov, REDUCE_LAUNCH=True, programs_per_cu=ppc, BLOCK_N=16)
+        o = dict(ov, REDUCE_LAUNCH=True, ATOMIC=False, programs_per_cu=ppc, BLOCK_N=16)
         p = w4a16_gemv.gemv_launch_params(M, 48, 4, 4, override=o)
         assert p["SPLIT_K"] == (1 if ppc == 1 else 4)
         y = run(x, t, 4, gs, bias, force="gemv", override=o)
@@ -112,7 +112,7 @@ def test_gemv_defer_reduce_returns_partials(M, ov):
     t, gs, w = make_weight(512, 48, 4, 32, True, False)
     bias = torch.randn(48, device=DEV).half()
     x = torch.randn(M, 512, device=DEV).half()
-    o = dict(ov, REDUCE_LAUNCH=True, programs_per_cu=64, BLOCK_N=16)
+    o = dict(ov, REDUCE_LAUNCH=True, ATOMIC=False, programs_per_cu=64, BLOCK_N=16)  # ATOMIC: its own test
     part = run(x, t, 4, gs, bias, force="gemv", override=o, defer_reduce=True)
     assert isinstance(part, SplitKPartials) and part.num_splits == 4 and tuple(part.shape) == (M, 48)
     summed = run(x, t, 4, gs, bias, force="gemv", override=o)

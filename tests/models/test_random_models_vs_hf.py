@@ -65,13 +65,15 @@ def test_logits_match_transformers(kind, tmp_path):
     assert ref.std() > 0.5  # the comparison is not between near-constant logits
 
 
+@pytest.mark.parametrize("form", ["partials", "accumulator"])
 @pytest.mark.parametrize("kind", ["qwen2", "qwen3"])
-def test_split_k_partials_handed_to_consumers(kind, tmp_path, monkeypatch):
+def test_split_k_partials_handed_to_consumers(kind, form, tmp_path, monkeypatch):
     """Every linear hands fp32 split-K partials (3 K chunks, bias left to the consumer) to the ops
     after it, as the W4A16 GEMV does on GPUs (gfx906_llm/layers/splitk.py): the fused q/k-norm +
-    rotary + KV write and SiLU-and-mul (here their torch paths) sum them; logits still match
-    transformers (Qwen2: QKV bias; Qwen3: q/k norms)."""
-    from gfx906_llm.layers.splitk import SplitKPartials
+    rotary + KV write, SiLU-and-mul and the residual RMSNorms (here their torch paths) sum them;
+    or, as CUDA's ATOMIC GEMV, the sum in the shared accumulator, which every consumer must zero.
+    Logits still match transformers (Qwen2: QKV bias; Qwen3: q/k norms)."""
+    from gfx906_llm.layers.splitk import SplitKPartials, accumulator_buffer
     from gfx906_llm.quant.base import UnquantizedLinearMethod
 
     calls = []
@@ -80,7 +82,14 @@ def test_split_k_partials_handed_to_consumers(kind, tmp_path, monkeypatch):
         w = layer.weight  # [N, K]
         parts = [x[:, c].float() @ w[:, c].float().t() for c in torch.tensor_split(torch.arange(w.shape[1]), 3)]
         calls.append(tuple(w.shape))
-        return SplitKPartials(torch.stack(parts).contiguous(), bias, x.dtype)  # [3, M, N]
+        if form == "partials":
+            return SplitKPartials(torch.stack(parts).contiguous(), bias, x.dtype)  # [3, M, N]
+        M, N = parts[0].shape
+        acc = accumulator_buffer(x.device, M * N).view(1, M, N)
+        assert not bool(acc.any()), "a consumer left the accumulator dirty"
+        for p in parts:
+            acc[0] += p
+        return SplitKPartials(acc, bias, x.dtype, accumulator=True)
 
     monkeypatch.setattr(UnquantizedLinearMethod, "apply_deferred", apply_deferred, raising=False)
     hf = _make(kind, tmp_path)
@@ -91,7 +100,8 @@ def test_split_k_partials_handed_to_consumers(kind, tmp_path, monkeypatch):
     calls.clear()
     ours = engine_logits(llm, ids, [9, 1, 14])
     torch.testing.assert_close(ours, ref, atol=2e-4, rtol=2e-4)
-    assert len(calls) == 3 * 2 * 2  # 3 steps x 2 layers x (qkv, gate_up)
+    assert len(calls) == 3 * 2 * 4  # 3 steps x 2 layers x (qkv, o, gate_up, down)
+    assert not bool(accumulator_buffer(torch.device("cpu"), 1 << 16).any())
 
 
 def test_transformers4_schema_and_bad_folders(tmp_path):

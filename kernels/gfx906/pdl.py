@@ -1,0 +1,84 @@
+"""Programmatic dependent launch (PDL, NVIDIA sm_90+) for the kernels of a decode step.
+
+A batch-1 decode step is a chain of ~300 dependent launches; between two of them the GPU drains
+the first grid, then starts the next one's programs (~1-2 us per boundary, 128 of them in front of
+a W4A16 GEMV that then ramps up its weight stream). With PDL a kernel launched with
+``launch_pdl=True`` may start while the one before it runs, once every program of that one has
+executed ``griddepcontrol.launch_dependents``; ``griddepcontrol.wait`` then blocks until the
+previous grid has completed and its memory is visible (CUDA programming guide, "Programmatic
+Dependent Launch and Synchronization"; CUDA graphs keep it as a programmatic edge).
+
+The rule every kernel here follows: ``pdl_start`` (launch dependents, then wait) at the very top,
+before any global store and before any early return, so that a grid's completion implies the
+completion of every grid before it. The one exception is the W4A16 GEMV, which issues L2
+prefetches of its first weight blocks (constant data: no hazard) between the two, so that its
+weight stream starts during the previous small kernel (RMSNorm, attention, SiLU-and-mul).
+
+Opt-in (``GFX906_LLM_PDL=1``) because it measured slower where it matters most: on an H100, an
+8B-shaped GPTQ model's graph-replayed decode step took 2.65 ms with PDL against 2.44 ms without
+at batch 1 (342 against 364 tok/s), and 4.23 against 4.49 ms at batch 8 (1692 against 1621
+tok/s), in one device call (benchmarks/NOTES_e2e.md, session 5). Likely cause, not yet measured
+apart: the GEMV's early L2 prefetches (~15 MB at once) delay the latency-bound kernel it overlaps.
+Off (the default), on AMD, in the CPU interpreter and on pre-Hopper GPUs the constexpr ``PDL`` is
+False and nothing is emitted.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import triton
+import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+
+@functools.lru_cache(maxsize=None)
+def _enabled(device_type: str, index: int | None) -> bool:
+    if os.environ.get("GFX906_LLM_PDL", "0") != "1" or device_type != "cuda" or torch.version.hip:
+        return False
+    if os.environ.get("TRITON_INTERPRET", "0") == "1":
+        return False
+    return torch.cuda.get_device_capability(index)[0] >= 9
+
+
+def pdl_enabled(device: torch.device) -> bool:
+    """True where kernels launch with PDL: ``GFX906_LLM_PDL=1`` and a CUDA device of compute
+    capability 9.0 or newer."""
+    return _enabled(device.type, device.index)
+
+
+def launch_kwargs(enabled: bool) -> dict:
+    """The launch option that goes with ``PDL=enabled`` (Triton's ``launch_pdl``)."""
+    return {"launch_pdl": True} if enabled else {}
+
+
+@triton.jit
+def pdl_start(PDL: tl.constexpr):
+    """Let the next kernel start its programs, then wait for the previous kernel (see module doc)."""
+    if PDL:
+        gdc_launch_dependents()
+        gdc_wait()
+
+
+@triton.jit
+def pdl_launch(PDL: tl.constexpr):
+    if PDL:
+        gdc_launch_dependents()
+
+
+@triton.jit
+def pdl_wait(PDL: tl.constexpr):
+    if PDL:
+        gdc_wait()
+
+
+@triton.jit
+def prefetch_l2(ptrs, mask, base_ptr, PDL: tl.constexpr):
+    """``prefetch.global.L2`` of the 128-byte lines at ``ptrs`` where ``mask`` (elsewhere the line at
+    ``base_ptr``, which must be a valid address), PTX inline asm."""
+    if PDL:
+        safe = tl.where(mask, ptrs, base_ptr)
+        tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n mov.u32 $0, 0;", "=r,l", [safe],
+                                  dtype=tl.int32, is_pure=False, pack=1)
