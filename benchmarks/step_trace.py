@@ -25,7 +25,9 @@ def main() -> None:
     ap.add_argument("--input-len", type=int, default=128)
     ap.add_argument("--output-len", type=int, default=64)
     a = ap.parse_args()
-    engine = LLMEngine(EngineConfig(model=a.model, max_model_len=2048, max_num_seqs=max(a.batch_sizes)))
+    # synchronous steps: the trace wraps ModelRunner.execute, which async scheduling bypasses
+    engine = LLMEngine(EngineConfig(model=a.model, max_model_len=2048, max_num_seqs=max(a.batch_sizes),
+                                    async_scheduling=False))
     runner = engine.runner
     last = {}
     run, execute = runner.graphs.run, runner.execute

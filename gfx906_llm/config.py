@@ -42,6 +42,9 @@ class EngineConfig:
     quantization: str | None = None  # None: the checkpoint's; "gguf": keep GGUF blocks; "none": dequantise GGUF
     enforce_eager: bool = False  # True: no CUDA/HIP graphs for decode steps
     cuda_graph_sizes: list[int] | None = None  # decode batch sizes to capture (None: 1, 2, 4, 8, 16, 24, ... 256)
+    # launch decode step N+1 before step N's tokens reach the host (vLLM's --async-scheduling);
+    # None: on where decode graphs are captured (CUDA/ROCm without enforce_eager), off on the CPU
+    async_scheduling: bool | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -94,6 +97,10 @@ class EngineConfig:
         parser.add_argument("--cuda-graph-sizes", type=int, nargs="+", default=None,
                             help="decode batch sizes captured as graphs (default 1 2 4 8 16 24 32 48 64 96 128 "
                                  "192 256, at most --max-num-seqs)")
+        parser.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
+                            help="schedule and launch decode step N+1 while step N runs on the device, its "
+                                 "sampled ids fed on the device (default: on with CUDA/HIP graphs, off "
+                                 "with --enforce-eager and on the CPU)")
 
     @classmethod
     def from_cli_args(cls, args: argparse.Namespace) -> "EngineConfig":

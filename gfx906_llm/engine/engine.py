@@ -1,4 +1,16 @@
-"""LLMEngine: requests in, RequestOutputs out, one scheduler step at a time (not thread-safe)."""
+"""LLMEngine: requests in, RequestOutputs out, one scheduler step at a time (not thread-safe).
+
+Async scheduling (vLLM V1's ``--async-scheduling``): while decode step N runs on the device,
+``step()`` schedules step N+1 with one placeholder token per request
+(``Scheduler.schedule_continuation``) and launches it, its input ids gathered on the device from
+step N's samples; only then does it wait for step N's tokens and apply them (scheduler update,
+detokenisation, stop checks, metrics), which the host does while N+1 runs. A request that stops
+at step N (EOS, stop string or token, abort) had a row in N+1: that row is discarded. Each call
+still returns the outputs of exactly one step, in the synchronous engine's order. Whenever N+1
+could differ from "the same requests decode once more" (a prefill, an admission, a preemption,
+a chunked step, penalties needing the newest token on the host) the engine drains: it applies
+step N and schedules synchronously.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +23,7 @@ from gfx906_llm.config import EngineConfig, default_max_num_batched_tokens
 from gfx906_llm.engine.block_manager import BlockManager
 from gfx906_llm.engine.output_processor import SequenceDetokenizer
 from gfx906_llm.engine.request import Request, RequestStatus
-from gfx906_llm.engine.scheduler import Scheduler
+from gfx906_llm.engine.scheduler import Scheduler, SchedulerOutput
 from gfx906_llm.outputs import RequestMetrics, RequestOutput
 from gfx906_llm.sampling_params import SamplingParams
 
@@ -79,8 +91,11 @@ class LLMEngine:
             budget = max(budget, max_len)
         self.runner = ModelRunner(loaded, self.platform, config.block_size, config.seed)
         use_graphs = self.platform.device.startswith("cuda") and not config.enforce_eager
-        graph_sizes = capture_sizes(config.cuda_graph_sizes, config.max_num_seqs) if use_graphs else []
-        graph_bytes = graph_memory_bytes(graph_sizes, cfg.vocab_size)
+        self.async_scheduling = use_graphs if config.async_scheduling is None else config.async_scheduling
+        # async decode steps go through DecodeGraphs' buffers: run eagerly where nothing is captured
+        need_buffers = use_graphs or self.async_scheduling
+        graph_sizes = capture_sizes(config.cuda_graph_sizes, config.max_num_seqs) if need_buffers else []
+        graph_bytes = graph_memory_bytes(graph_sizes if use_graphs else [], cfg.vocab_size)
         num_blocks = self.runner.profile_num_blocks(config.gpu_memory_utilization, config.kv_cache_memory_bytes,
                                                     budget, config.max_num_seqs, max_len, graph_bytes)
         if num_blocks < 1:
@@ -97,13 +112,17 @@ class LLMEngine:
         self.runner.allocate_kv_cache(num_blocks)
         self.runner.warmup(budget, config.max_num_seqs)
         if graph_sizes:
-            self.runner.capture_graphs(graph_sizes, max_len)
+            self.runner.capture_graphs(graph_sizes, max_len, capture=use_graphs)
+        logger.info("async scheduling %s", "on" if self.async_scheduling and self.runner.graphs else "off")
         self.block_manager = BlockManager(num_blocks, config.block_size)
         self.scheduler = Scheduler(self.block_manager, config.max_num_seqs, budget, max_len,
                                    config.enable_chunked_prefill)
         self._groups: dict[str, _Group] = {}
         self._child_to_group: dict[str, tuple[_Group, int]] = {}
         self._pending: list[RequestOutput] = []
+        # async scheduling: the step launched ahead, (schedule, runner's PendingStep), not yet applied
+        self._inflight: tuple[SchedulerOutput, object] | None = None
+        self.num_async_launches = 0  # steps launched while the previous step was still in flight
 
     # ---- requests -------------------------------------------------------------------------------
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
@@ -174,17 +193,53 @@ class LLMEngine:
 
     # ---- the step -------------------------------------------------------------------------------
     def step(self) -> list[RequestOutput]:
-        """Schedule, run the model once, and return the outputs of requests that progressed."""
+        """Run one step and return the outputs of requests that progressed in it (and of requests
+        aborted since the last call). With async scheduling the step returned may have been
+        launched by the previous call, and the next one is launched before this one's tokens
+        are waited for."""
         outputs, self._pending = self._pending, []
-        sched = self.scheduler.schedule()
-        if sched.is_empty:
-            return outputs
-        now = time.monotonic()
-        for s in sched.scheduled:
-            group, _ = self._child_to_group[s.request.request_id]
-            if group.metrics.first_scheduled_time is None:
-                group.metrics.first_scheduled_time = now
-        result = self.runner.execute(sched)
+        cur, self._inflight = self._inflight, None
+        if cur is None:
+            sched = self.scheduler.schedule()
+            if sched.is_empty:
+                return outputs
+            now = time.monotonic()
+            for s in sched.scheduled:
+                group, _ = self._child_to_group[s.request.request_id]
+                if group.metrics.first_scheduled_time is None:
+                    group.metrics.first_scheduled_time = now
+            cur = (sched, self.runner.launch(sched))
+        if self.async_scheduling:
+            self._inflight = self._launch_next(*cur)
+        self._apply(cur[0], self.runner.collect(cur[1]), outputs)
+        if self._inflight is not None and not any(
+                s.request.request_id in self.scheduler.requests for s in self._inflight[0].scheduled):
+            self.runner.collect(self._inflight[1])  # every row stopped or was aborted: discard it
+            self._inflight = None
+        return outputs
+
+    def _launch_next(self, sched: SchedulerOutput, pending) -> tuple[SchedulerOutput, object] | None:
+        """Schedule and launch the decode step after the in-flight ``sched`` (a decode step, or a
+        prefill that ends every running request's prompt), or None (drain).
+
+        Blocks freed while this step is in flight (a request that stopped at ``sched``) may be
+        handed to another request at once: every later step is enqueued on the same stream after
+        this one, so its KV writes land after this step's reads and writes of them."""
+        max_rows = self.runner.max_decode_graph_rows
+        if pending.sample is None or not max_rows:
+            return None
+        if any(r.needs_host_history() for r in self.scheduler.running):
+            return None  # penalties read the newest tokens on the host
+        nxt = self.scheduler.schedule_continuation(sched, pending.sample_rows, max_rows)
+        if nxt is None:
+            return None
+        assert self.runner.runs_via_graphs(nxt)
+        self.num_async_launches += 1
+        return nxt, self.runner.launch(nxt, prev=pending)
+
+    def _apply(self, sched: SchedulerOutput, result, outputs: list[RequestOutput]) -> None:
+        """Apply a step's sampled tokens: scheduler update, detokenisation, stops, metrics; append
+        the outputs of the groups that progressed to ``outputs``."""
         touched: dict[str, _Group] = {}
         for req, new_token in self.scheduler.update_from_output(sched, result.sampled):
             if not new_token:
@@ -212,4 +267,3 @@ class LLMEngine:
                 m.finished_time = now
                 self._groups.pop(group.request_id, None)
             outputs.append(group.output())
-        return outputs

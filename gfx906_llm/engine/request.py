@@ -62,6 +62,13 @@ class Request:
         self.output_token_ids.append(token_id)
         self.all_token_ids.append(token_id)
 
+    def needs_host_history(self) -> bool:
+        """True when sampling reads the newest token ids on the host (repetition, presence and
+        frequency penalties): async scheduling cannot sample it while its previous token is
+        still on the device, and falls back to the synchronous step."""
+        p = self.params
+        return p.repetition_penalty != 1.0 or p.presence_penalty != 0.0 or p.frequency_penalty != 0.0
+
     def check_stop(self) -> RequestStatus | None:
         """Token-level stop conditions after a token was appended (stop strings are checked by
         the output processor, which sees the text)."""

@@ -6,6 +6,11 @@ Each step hands every running request, then waiting ones, a number of new tokens
 several steps (chunked prefill) while other requests keep decoding in the same steps. When the
 KV cache runs out of blocks, the most recently admitted running request is preempted: its
 blocks are freed and it is recomputed later (preemption by recompute).
+
+Async scheduling (vLLM V1's ``--async-scheduling``): ``schedule_continuation`` schedules the
+decode step after an in-flight decode step before that step's tokens reach the host. Each row is
+a placeholder: its input token is the in-flight step's sample for the request, which the model
+runner reads on the device (``ScheduledRequest.prev_row``).
 """
 
 from __future__ import annotations
@@ -25,10 +30,16 @@ class ScheduledRequest:
     num_scheduled_tokens: int
     num_computed_tokens: int  # before this step: the position of the first scheduled token
     block_ids: list[int]
+    # async decode row: the input token is row ``prev_row`` of the in-flight step's samples (on the
+    # device; the request's host state does not hold it yet). None: the input is on the host.
+    prev_row: int | None = None
 
     @property
     def do_sample(self) -> bool:
-        """True when this step brings the request level with its tokens: sample the next one."""
+        """True when this step brings the request level with its tokens: sample the next one
+        (always for a placeholder row: it feeds the newest token)."""
+        if self.prev_row is not None:
+            return True
         return self.num_computed_tokens + self.num_scheduled_tokens == self.request.num_tokens
 
 
@@ -153,6 +164,54 @@ class Scheduler:
         out.total_num_scheduled_tokens = self.max_num_batched_tokens - budget
         return out
 
+    def _finishes_by_length(self, req: Request, extra: int) -> bool:
+        """True when ``extra`` more tokens bring ``req`` to ``max_tokens`` or ``max_model_len``."""
+        return (len(req.output_token_ids) + extra >= req.max_tokens
+                or req.num_tokens + extra >= self.max_model_len)
+
+    def schedule_continuation(self, inflight: SchedulerOutput, sample_rows: dict[str, int],
+                              max_rows: int) -> SchedulerOutput | None:
+        """The decode step after ``inflight`` (launched, its tokens not yet applied), or None
+        when it must wait for them (then the caller applies ``inflight`` and calls ``schedule()``).
+
+        Every running request must have a row in ``inflight`` that makes it level (it samples,
+        ``sample_rows``: request id -> row of the in-flight samples); it gets one placeholder row,
+        ``prev_row = sample_rows[request_id]``, feeding that sample at position ``num_tokens``.
+        Requests that reach ``max_tokens`` or ``max_model_len`` with ``inflight``'s token are left
+        out (never a slot past their limit). Returns None where ``schedule()`` could decide
+        otherwise than "the same requests decode once more": a waiting request that could be
+        admitted (a slot is or will be free), a request in the middle of its prefill, more than
+        ``max_rows`` rows or than the token budget, a KV cache that needs preemption, or nothing
+        left to run. Blocks for the new rows are allocated here (what ``schedule()`` would
+        allocate for them next).
+        """
+        if not self.running:
+            return None
+        rows = {s.request.request_id: s for s in inflight.scheduled}
+        keep: list[Request] = []
+        for req in self.running:
+            s = rows.get(req.request_id)
+            if (s is None or s.num_computed_tokens != req.num_computed_tokens
+                    or s.num_computed_tokens + s.num_scheduled_tokens != req.num_tokens
+                    or req.request_id not in sample_rows):
+                return None  # not a request that the in-flight step brings level
+            if not self._finishes_by_length(req, 1):
+                keep.append(req)
+        if not keep or len(keep) > min(max_rows, self.max_num_batched_tokens):
+            return None
+        if self.waiting and len(keep) < self.max_num_seqs:
+            return None  # schedule() would admit (or try to admit) a waiting request
+        scheduled = []
+        for req in keep:
+            pos = req.num_tokens  # the in-flight sample's position
+            if not self.block_manager.allocate_slots(req.request_id, pos + 1):
+                return None  # preemption needed: schedule() handles it (blocks kept are what it allocates)
+            scheduled.append(ScheduledRequest(req, 1, pos, self.block_manager.get_block_ids(req.request_id),
+                                              prev_row=sample_rows[req.request_id]))
+        out = SchedulerOutput(scheduled, len(scheduled), finished_req_ids=self._finished_since_step)
+        self._finished_since_step = set()
+        return out
+
     def update_from_output(self, sched: SchedulerOutput, sampled: dict[str, int]) -> list[tuple[Request, bool]]:
         """Advance ``num_computed_tokens``, append sampled tokens and apply token-level stops.
 
@@ -168,6 +227,7 @@ class Scheduler:
             req = s.request
             if req.status != RequestStatus.RUNNING or req.request_id not in self.requests:
                 continue  # aborted or preempted meanwhile
+            assert s.num_computed_tokens == req.num_computed_tokens, "steps applied out of order"
             req.num_computed_tokens += s.num_scheduled_tokens
             tok = sampled.get(req.request_id)
             if tok is None:

@@ -14,6 +14,13 @@ The attention kernels take every length from device memory and the graphs are ca
 splits each request's actual context among the segments), so one graph serves any context.
 
 Without ``capture`` (the CPU, tests) ``run`` executes the same padded step eagerly.
+
+Async scheduling: ``run(sched, prev_tokens)`` takes a step whose rows are placeholders (the
+scheduler scheduled it before the previous step's tokens reached the host); each row's input id
+is gathered on the device from ``prev_tokens`` (the previous step's sampled ids) before the
+replay, at the row given by ``ScheduledRequest.prev_row``. The pinned staging buffers are
+double-buffered, and a buffer is rewritten only after the event recorded behind its last upload
+has completed, so filling step N+1's inputs never races the copy of step N's.
 """
 
 from __future__ import annotations
@@ -88,13 +95,28 @@ class DecodeGraphs:
         self.seq_lens = torch.ones(B, dtype=torch.int32, device=device)
         self.block_table = torch.zeros((B, self.max_blocks), dtype=torch.int32, device=device)
         self.query_start_loc = torch.arange(B + 1, dtype=torch.int32, device=device)
-        # pinned host staging, written with numpy, copied asynchronously
-        self.h_tok = torch.zeros((3, B), dtype=torch.int64, pin_memory=pin)
-        self.h_seq = torch.ones(B, dtype=torch.int32, pin_memory=pin)
-        self.h_bt = torch.zeros((B, self.max_blocks), dtype=torch.int32, pin_memory=pin)
-        self.n_tok, self.n_seq, self.n_bt = self.h_tok.numpy(), self.h_seq.numpy(), self.h_bt.numpy()
+        self.prev_rows = torch.zeros(B, dtype=torch.int64, device=device)  # [B] gather index (async steps)
+        # pinned host staging, written with numpy, copied asynchronously; two sets used in turn
+        # (h_tok row 3 = prev_rows), each with the event recorded after its last upload
+        self._staging = [self._new_staging(B, pin) for _ in range(2)]
+        self._cur = 0
+        self._use_staging(0)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
+
+    def _new_staging(self, B: int, pin: bool) -> dict:
+        h_tok = torch.zeros((4, B), dtype=torch.int64, pin_memory=pin)
+        h_seq = torch.ones(B, dtype=torch.int32, pin_memory=pin)
+        h_bt = torch.zeros((B, self.max_blocks), dtype=torch.int32, pin_memory=pin)
+        return {"tok": h_tok, "seq": h_seq, "bt": h_bt, "event": None}
+
+    def _use_staging(self, i: int) -> None:
+        st = self._staging[i]
+        if st["event"] is not None:
+            st["event"].synchronize()  # its previous upload has been read by the device
+        self._cur = i
+        self.h_tok, self.h_seq, self.h_bt = st["tok"], st["seq"], st["bt"]
+        self.n_tok, self.n_seq, self.n_bt = self.h_tok.numpy(), self.h_seq.numpy(), self.h_bt.numpy()
 
     # ---- capture --------------------------------------------------------------------------------
     def _meta(self, b: int) -> AttentionMetadata:
@@ -149,16 +171,26 @@ class DecodeGraphs:
         self.n_seq[n:b] = 1
         self.n_bt[n:b, 0] = 0
 
-    def _upload(self, b: int) -> None:
-        self.tok.copy_(self.h_tok, non_blocking=True)
+    def _upload(self, b: int, gather: bool = False) -> None:
+        self.tok.copy_(self.h_tok[:3], non_blocking=True)
+        if gather:
+            self.prev_rows[:b].copy_(self.h_tok[3, :b], non_blocking=True)
         self.seq_lens[:b].copy_(self.h_seq[:b], non_blocking=True)
         self.block_table[:b].copy_(self.h_bt[:b], non_blocking=True)
+        if self.device.type == "cuda":
+            ev = torch.cuda.Event()
+            ev.record()
+            self._staging[self._cur]["event"] = ev
 
     @torch.inference_mode()
-    def run(self, sched: SchedulerOutput) -> tuple[torch.Tensor, list[str]]:
+    def run(self, sched: SchedulerOutput, prev_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, list[str]]:
         """One decode step: ``(logits [S, V] fp32, request ids of the S rows that sample)``.
 
-        The logits tensor is the graph's output buffer: read it before the next ``run``.
+        ``prev_tokens`` ``[S']`` int64 on the device: the previous step's sampled ids, required when
+        the rows are placeholders (``ScheduledRequest.prev_row`` set: all rows or none); row i's
+        input id is then ``prev_tokens[prev_row]``, gathered on the device.
+        The logits tensor is the graph's output buffer: read it (enqueue its readers) before the
+        next ``run``.
         Raises:
             ValueError: a step that is not a decode step or is larger than the largest size.
         """
@@ -166,12 +198,20 @@ class DecodeGraphs:
         b = self.bucket(n)
         if b is None or not is_decode_step(sched):
             raise ValueError(f"not a decode step of at most {self.sizes[-1]} requests")
+        gather = sched.scheduled[0].prev_row is not None
+        assert all((s.prev_row is not None) == gather for s in sched.scheduled)
+        assert not gather or prev_tokens is not None
+        self._use_staging(1 - self._cur)
         bs = self.block_size
         rows, sample_ids = [], []
         for i, s in enumerate(sched.scheduled):
             p = s.num_computed_tokens
             blocks = s.block_ids
-            self.n_tok[0, i] = s.request.all_token_ids[p]
+            if gather:
+                self.n_tok[0, i] = 0  # replaced on the device
+                self.n_tok[3, i] = s.prev_row
+            else:
+                self.n_tok[0, i] = s.request.all_token_ids[p]
             self.n_tok[1, i] = p
             self.n_tok[2, i] = blocks[p // bs] * bs + p % bs
             self.n_seq[i] = p + 1
@@ -180,7 +220,9 @@ class DecodeGraphs:
                 rows.append(i)
                 sample_ids.append(s.request.request_id)
         self._write_padding(n, b)
-        self._upload(b)
+        self._upload(b, gather)
+        if gather:
+            self.tok[0, :n] = prev_tokens.index_select(0, self.prev_rows[:n])  # [n] int64
         if b in self.graphs:
             self.graphs[b].replay()
             logits = self.outputs[b]

@@ -1,4 +1,10 @@
-"""Runs one scheduler step on the model: inputs, forward under the attention context, sampling."""
+"""Runs one scheduler step on the model: inputs, forward under the attention context, sampling.
+
+A step is ``launch`` (enqueue the forward and the device sampling, start the copy of the sampled
+ids to the host) then ``collect`` (wait for that copy, build the RunnerOutput); ``execute`` does
+both. Between the two the engine may launch the next decode step, whose input ids are the
+launched step's samples, read on the device (async scheduling).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +16,13 @@ import torch
 
 from gfx906_llm.attention.metadata import AttentionMetadata, forward_context
 from gfx906_llm.config import cdiv
+from gfx906_llm.engine.request import Request
 from gfx906_llm.engine.scheduler import SchedulerOutput
 from gfx906_llm.loader.model_loader import LoadedModel
 from gfx906_llm.platform import Platform
 from gfx906_llm.worker.cuda_graph import DecodeGraphs, is_decode_step
 from gfx906_llm.worker.inputs import build_step_inputs
-from gfx906_llm.worker.sampler import Sampler
+from gfx906_llm.worker.sampler import PendingSample, Sampler
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +40,19 @@ class RunnerOutput:
     logprob: dict[str, float] = field(default_factory=dict)
     rank: dict[str, int] = field(default_factory=dict)
     top: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+
+@dataclass
+class PendingStep:
+    """A launched step: ``sample.token_ids`` ``[S]`` (device) row i is ``sample_req_ids[i]``'s."""
+
+    sample_req_ids: list[str]
+    reqs: list[Request]
+    sample: PendingSample | None  # None: no request samples in this step
+
+    @property
+    def sample_rows(self) -> dict[str, int]:
+        return {rid: i for i, rid in enumerate(self.sample_req_ids)}
 
 
 class ModelRunner:
@@ -89,13 +109,15 @@ class ModelRunner:
         logger.info("KV cache: %d blocks of %d tokens (%.1f MiB)", num_blocks, self.block_size,
                     num_blocks * self.kv_block_bytes() / 2**20)
 
-    def capture_graphs(self, sizes: list[int], max_model_len: int) -> float:
+    def capture_graphs(self, sizes: list[int], max_model_len: int, capture: bool | None = None) -> float:
         """Capture decode graphs for ``sizes`` (after ``allocate_kv_cache``); returns seconds.
+        ``capture=False`` (default on the CPU) keeps the padded decode buffers but runs them
+        eagerly (what async scheduling needs where there are no graphs).
 
         A capture that fails (an operation the platform's graphs do not support) leaves the
         engine eager, with a warning, rather than failing the start."""
-        graphs = DecodeGraphs(self.model, self.device, sizes, max_model_len, self.block_size,
-                              capture=self.device.type == "cuda")
+        capture = self.device.type == "cuda" if capture is None else capture
+        graphs = DecodeGraphs(self.model, self.device, sizes, max_model_len, self.block_size, capture=capture)
         try:
             dt = graphs.capture()
         except RuntimeError as e:  # torch's CUDA/HIP errors are RuntimeErrors
@@ -143,36 +165,67 @@ class ModelRunner:
         return dt
 
     # ---- one step ------------------------------------------------------------------------------
-    @torch.inference_mode()
+    @property
+    def max_decode_graph_rows(self) -> int:
+        """The largest decode step DecodeGraphs runs (0 without them): async steps go through it."""
+        return self.graphs.sizes[-1] if self.graphs is not None else 0
+
+    def runs_via_graphs(self, sched: SchedulerOutput) -> bool:
+        """True when ``sched`` is a decode step that DecodeGraphs can run (captured or eager)."""
+        g = self.graphs
+        return g is not None and is_decode_step(sched) and g.bucket(len(sched.scheduled)) is not None
+
     def execute(self, sched: SchedulerOutput) -> RunnerOutput:
+        return self.collect(self.launch(sched))
+
+    @torch.inference_mode()
+    def launch(self, sched: SchedulerOutput, prev: PendingStep | None = None) -> PendingStep:
+        """Enqueue ``sched``'s forward and sampling; nothing here waits for the device.
+
+        ``prev``: the launched step whose samples are this step's input ids (rows with
+        ``prev_row`` set; ``sched`` must then be a decode step that ``runs_via_graphs``)."""
         for rid in sched.finished_req_ids:
             self.generators.pop(rid, None)
-        out = RunnerOutput()
         if sched.is_empty:
-            return out
-        if self.graphs is not None and is_decode_step(sched) and self.graphs.bucket(len(sched.scheduled)):
-            logits, sample_req_ids = self.graphs.run(sched)  # [S, V] fp32, replayed
+            return PendingStep([], [], None)
+        via_graphs = self.runs_via_graphs(sched)
+        placeholders = sched.scheduled[0].prev_row is not None
+        assert not placeholders or (via_graphs and prev is not None and prev.sample is not None)
+        if via_graphs:
+            if placeholders:  # input ids gathered on the device from the launched step's samples
+                logits, sample_req_ids = self.graphs.run(sched, prev.sample.token_ids)  # [S, V] fp32
+            else:
+                logits, sample_req_ids = self.graphs.run(sched)  # [S, V] fp32, replayed
         else:
             inp = build_step_inputs(sched, self.block_size, self.device)
             with forward_context(inp.attn):
                 hidden = self.model(inp.input_ids, inp.positions)  # [T, d]
             sample_req_ids = inp.sample_req_ids
             if not sample_req_ids:
-                return out
+                return PendingStep([], [], None)
             logits = self.model.compute_logits(hidden.index_select(0, inp.logits_indices))  # [S, V] fp32
         if not sample_req_ids:
-            return out
+            return PendingStep([], [], None)
         by_id = {s.request.request_id: s.request for s in sched.scheduled}
         reqs = [by_id[rid] for rid in sample_req_ids]
         for r in reqs:
             if r.params.seed is not None and r.request_id not in self.generators:
                 self.generators[r.request_id] = Sampler.make_generator(r.params.seed + r.index, self.device)
-        so = self.sampler.sample(logits, reqs, self.generators)
-        for i, rid in enumerate(sample_req_ids):
+        sample = self.sampler.launch(logits, reqs, self.generators, num_pending=1 if placeholders else 0)
+        return PendingStep(sample_req_ids, reqs, sample)
+
+    def collect(self, step: PendingStep) -> RunnerOutput:
+        """Wait for ``step``'s sampled ids on the host; the RunnerOutput of every sampling row."""
+        out = RunnerOutput()
+        if step.sample is None:
+            return out
+        so = step.sample.result()
+        for i, rid in enumerate(step.sample_req_ids):
             out.sampled[rid] = so.token_ids[i]
-            if so.logprobs is not None and reqs[i].params.logprobs is not None:
+            params = step.reqs[i].params
+            if so.logprobs is not None and params.logprobs is not None:
                 out.logprob[rid] = so.logprobs[i]
                 out.rank[rid] = so.ranks[i]
-                k = reqs[i].params.logprobs
+                k = params.logprobs
                 out.top[rid] = list(zip(so.top_ids[i][:k], so.top_logprobs[i][:k]))
         return out

@@ -4,6 +4,12 @@ Log-probabilities are those of the raw model distribution (before penalties and 
 as vLLM V1 returns them by default. Sampling uses the exponential race (``argmax p / q`` with
 ``q = -log(U) ~ Exp(1)``), equivalent to drawing from ``p``, so a per-request ``torch.Generator`` makes a
 seeded request reproducible whatever else shares its batch.
+
+``Sampler.launch`` enqueues the sampling and starts one non-blocking device-to-host copy of the
+results (pinned memory) followed by a CUDA event; ``PendingSample.result()`` waits on that event.
+Between the two the host may enqueue the next step, which reads ``PendingSample.token_ids`` on
+the device (async scheduling). Nothing in ``launch`` synchronises with the device: host-built
+parameter tensors go up from pinned memory with ``non_blocking``.
 """
 
 from __future__ import annotations
@@ -13,6 +19,14 @@ from dataclasses import dataclass
 import torch
 
 from gfx906_llm.engine.request import Request
+
+
+def to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A host list as a device tensor without a stream synchronisation (a pageable copy with
+    ``non_blocking=False`` waits for the stream, i.e. for the step in flight)."""
+    if device.type == "cuda":
+        return torch.tensor(values, dtype=dtype, pin_memory=True).to(device, non_blocking=True)
+    return torch.tensor(values, dtype=dtype, device=device)
 
 
 @dataclass
@@ -43,14 +57,16 @@ def _apply_penalties(logits: torch.Tensor, reqs: list[Request]) -> None:
             logits[i] -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).to(logits.dtype)
 
 
-def _apply_min_tokens(logits: torch.Tensor, reqs: list[Request]) -> None:
+def _apply_min_tokens(logits: torch.Tensor, reqs: list[Request], num_pending: int = 0) -> None:
+    """Ban EOS and stop token ids while a request has fewer than ``min_tokens`` outputs;
+    ``num_pending``: tokens each request has sampled on the device but not yet on the host."""
     for i, r in enumerate(reqs):
-        if len(r.output_token_ids) < r.params.min_tokens:
+        if len(r.output_token_ids) + num_pending < r.params.min_tokens:
             banned = list(r.params.stop_token_ids)
             if not r.params.ignore_eos:
                 banned += list(r.eos_token_ids)
             if banned:
-                logits[i, banned] = float("-inf")
+                logits[i, to_device(banned, torch.long, logits.device)] = float("-inf")
 
 
 def _top_k_top_p_min_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
@@ -100,26 +116,57 @@ def argmax_rows(x: torch.Tensor, chunks: int = 64) -> torch.Tensor:
     return (c * (V // chunks) + idx.squeeze(2).gather(1, c)).squeeze(1)
 
 
+@dataclass
+class PendingSample:
+    """Sampling enqueued on the device. ``token_ids`` ``[S]`` int64 stays on the device (the next
+    step may read it); ``result()`` waits for the host copy and returns the SamplerOutput."""
+
+    token_ids: torch.Tensor  # [S] int64, device
+    host: torch.Tensor  # [3, S] float64 (token, logprob, rank) or [S] int64 (token only); pinned on GPUs
+    top_ids: torch.Tensor | None  # [S, k] int64
+    top_logprobs: torch.Tensor | None  # [S, k] fp32
+    event: object | None  # torch.cuda.Event recorded after the copies (None on the CPU)
+
+    def result(self) -> SamplerOutput:
+        if self.event is not None:
+            self.event.synchronize()
+        if self.top_ids is None:
+            return SamplerOutput(self.host.tolist(), None, None, None, None)
+        return SamplerOutput(self.host[0].long().tolist(), self.host[1].tolist(), self.host[2].long().tolist(),
+                             self.top_ids.tolist(), self.top_logprobs.tolist())
+
+
 class Sampler:
-    """``sample(logits [S, V] fp32, reqs, generators) -> SamplerOutput`` (one host copy)."""
+    """``sample(logits [S, V] fp32, reqs, generators) -> SamplerOutput`` (one host copy), or
+    ``launch(...) -> PendingSample`` and ``PendingSample.result()`` later."""
 
     def sample(self, logits: torch.Tensor, reqs: list[Request],
                generators: dict[str, torch.Generator]) -> SamplerOutput:
+        return self.launch(logits, reqs, generators).result()
+
+    def launch(self, logits: torch.Tensor, reqs: list[Request], generators: dict[str, torch.Generator],
+               num_pending: int = 0) -> PendingSample:
+        """Enqueue sampling of ``logits [S, V]`` (row i for ``reqs[i]``) and the copy to the host.
+
+        ``num_pending``: tokens every request has sampled on the device that its host state does
+        not hold yet (1 in an async decode step; only ``min_tokens`` counts them, and requests for
+        which ``Request.needs_host_history()`` is true must not be passed with ``num_pending > 0``)."""
+        assert num_pending == 0 or not any(r.needs_host_history() for r in reqs)
         dev = logits.device
         want_lp = [r.params.logprobs for r in reqs]
         need_lp = any(x is not None for x in want_lp)
         raw_logprobs = torch.log_softmax(logits, dim=-1) if need_lp else None
         logits = logits.clone() if need_lp else logits
         _apply_penalties(logits, reqs)
-        _apply_min_tokens(logits, reqs)
+        _apply_min_tokens(logits, reqs, num_pending)
 
         sampled = argmax_rows(logits)
         if not all(r.params.greedy for r in reqs):  # decided on the host: no device sync
-            greedy = torch.tensor([r.params.greedy for r in reqs], device=dev)
-            temp = torch.tensor([max(r.params.temperature, 1e-5) for r in reqs], device=dev, dtype=logits.dtype)
-            top_k = torch.tensor([r.params.top_k for r in reqs], device=dev)
-            top_p = torch.tensor([r.params.top_p for r in reqs], device=dev, dtype=logits.dtype)
-            min_p = torch.tensor([r.params.min_p for r in reqs], device=dev, dtype=logits.dtype)
+            greedy = to_device([r.params.greedy for r in reqs], torch.bool, dev)
+            temp = to_device([max(r.params.temperature, 1e-5) for r in reqs], logits.dtype, dev)
+            top_k = to_device([r.params.top_k for r in reqs], torch.long, dev)
+            top_p = to_device([r.params.top_p for r in reqs], logits.dtype, dev)
+            min_p = to_device([r.params.min_p for r in reqs], logits.dtype, dev)
             tempered = _top_k_top_p_min_p(logits / temp[:, None], top_k, top_p, min_p, reqs)
             probs = tempered.softmax(-1)
             # q ~ Exp(1) as -log(U): several times faster than exponential_() on CPUs
@@ -131,17 +178,25 @@ class Sampler:
             race = (probs / q).argmax(-1)
             sampled = torch.where(greedy, sampled, race)
 
-        if not need_lp:
-            return SamplerOutput(sampled.tolist(), None, None, None, None)
-        k = max(x or 0 for x in want_lp)
-        chosen = raw_logprobs.gather(1, sampled[:, None]).squeeze(1)
-        ranks = (raw_logprobs > chosen[:, None]).sum(-1) + 1
-        top_lp, top_ids = raw_logprobs.topk(k, dim=-1) if k > 0 else (raw_logprobs[:, :0], sampled[:, None][:, :0])
-        host = torch.stack([sampled.double(), chosen.double(), ranks.double()]).cpu()
-        return SamplerOutput(
-            host[0].long().tolist(), host[1].tolist(), host[2].long().tolist(),
-            top_ids.cpu().tolist(), top_lp.float().cpu().tolist(),
-        )
+        top_ids = top_lp = None
+        if need_lp:
+            k = max(x or 0 for x in want_lp)
+            chosen = raw_logprobs.gather(1, sampled[:, None]).squeeze(1)
+            ranks = (raw_logprobs > chosen[:, None]).sum(-1) + 1
+            top_lp, top_ids = raw_logprobs.topk(k, dim=-1) if k > 0 else (raw_logprobs[:, :0], sampled[:, None][:, :0])
+            host = torch.stack([sampled.double(), chosen.double(), ranks.double()])
+        else:
+            host = sampled
+        if dev.type != "cuda":
+            return PendingSample(sampled, host.cpu(), top_ids, top_lp.float() if top_lp is not None else None, None)
+        # non_blocking device->host copies land in pinned memory (torch's caching host allocator)
+        host = host.to("cpu", non_blocking=True)
+        if top_ids is not None:
+            top_ids = top_ids.to("cpu", non_blocking=True)
+            top_lp = top_lp.float().to("cpu", non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return PendingSample(sampled, host, top_ids, top_lp, event)
 
     @staticmethod
     def make_generator(seed: int, device: torch.device) -> torch.Generator:
