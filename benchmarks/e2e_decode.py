@@ -1,7 +1,7 @@
 """End-to-end decode speed of one model on a GPU, against the bandwidth roof; prints JSON.
 
     python benchmarks/e2e_decode.py MODEL [--batch-sizes 1 8 32 64] [--input-len 128]
-        [--output-len 256] [--serve] [--eager-too] [--out FILE]
+        [--output-len 256] [--serve] [--eager-too] [--no-async-scheduling] [--out FILE]
 
 * copy bandwidth: ``dst.copy_(src)`` of 1 GiB, bytes read + written over the time (CUDA events).
 * ``--serve``: time from starting ``gfx906-llm serve MODEL`` to the first served token (a
@@ -137,6 +137,8 @@ def main() -> None:
                     help="start the server this many times (the first start compiles the Triton kernels, "
                          "later ones find them in Triton's cache, as a user's second start does)")
     ap.add_argument("--label", default=None)
+    ap.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
+                    help="the engine's --async-scheduling (default: on with graphs)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     res = {"model": args.label or args.model, "device": torch.cuda.get_device_name(),
@@ -149,7 +151,9 @@ def main() -> None:
         res["time_to_first_served_token_runs_s"] = [r["seconds"] for r in runs]
     t0 = time.perf_counter()
     engine = LLMEngine(EngineConfig(model=args.model, max_model_len=args.max_model_len,
-                                    max_num_seqs=max(args.batch_sizes), enforce_eager=args.enforce_eager))
+                                    max_num_seqs=max(args.batch_sizes), enforce_eager=args.enforce_eager,
+                                    async_scheduling=args.async_scheduling))
+    res["async_scheduling"] = engine.async_scheduling
     res["engine_start_s"] = time.perf_counter() - t0
     total, embed = weight_bytes(engine)
     row = engine.model_config.hidden_size * engine.loaded.dtype.itemsize
