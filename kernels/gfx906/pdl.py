@@ -10,17 +10,20 @@ Dependent Launch and Synchronization"; CUDA graphs keep it as a programmatic edg
 
 The rule every kernel here follows: ``pdl_start`` (launch dependents, then wait) at the very top,
 before any global store and before any early return, so that a grid's completion implies the
-completion of every grid before it. The one exception is the W4A16 GEMV, which issues L2
-prefetches of its first weight blocks (constant data: no hazard) between the two, so that its
-weight stream starts during the previous small kernel (RMSNorm, attention, SiLU-and-mul).
+completion of every grid before it. The W4A16 GEMV may issue L2 prefetches of its first weight
+blocks (constant data: no hazard) between the two (``GFX906_LLM_PDL_PREFETCH``, default 0).
 
-Opt-in (``GFX906_LLM_PDL=1``) because it measured slower where it matters most: on an H100, an
-8B-shaped GPTQ model's graph-replayed decode step took 2.65 ms with PDL against 2.44 ms without
-at batch 1 (342 against 364 tok/s), and 4.23 against 4.49 ms at batch 8 (1692 against 1621
-tok/s), in one device call (benchmarks/NOTES_e2e.md, session 5). Likely cause, not yet measured
-apart: the GEMV's early L2 prefetches (~15 MB at once) delay the latency-bound kernel it overlaps.
-Off (the default), on AMD, in the CPU interpreter and on pre-Hopper GPUs the constexpr ``PDL`` is
-False and nothing is emitted.
+Measured on an H100 with the 8B-shaped GPTQ model, graph-replayed decode steps (NOTES_e2e.md,
+session 5), one device call each:
+* PDL with 2 prefetched blocks per GEMV program: batch 1 2.65 ms per step against 2.44 ms
+  without PDL (342 against 364 tok/s), batch 8 4.23 against 4.49 ms. The ~15 MB of early
+  prefetches seem to delay the latency-bound kernel they overlap.
+* PDL without the prefetch (the default): batch 1 2.36 against 2.45 ms (412 against 397 tok/s),
+  batch 8 4.31 against 4.49 ms (1836 against 1764 tok/s).
+
+On by default on CUDA devices of compute capability 9.0 or newer; ``GFX906_LLM_PDL=0`` turns it
+off. On AMD, in the CPU interpreter and on older GPUs the constexpr ``PDL`` is False and nothing is
+emitted.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
 @functools.lru_cache(maxsize=None)
 def _enabled(device_type: str, index: int | None) -> bool:
-    if os.environ.get("GFX906_LLM_PDL", "0") != "1" or device_type != "cuda" or torch.version.hip:
+    if os.environ.get("GFX906_LLM_PDL", "1") == "0" or device_type != "cuda" or torch.version.hip:
         return False
     if os.environ.get("TRITON_INTERPRET", "0") == "1":
         return False
@@ -44,9 +47,15 @@ def _enabled(device_type: str, index: int | None) -> bool:
 
 
 def pdl_enabled(device: torch.device) -> bool:
-    """True where kernels launch with PDL: ``GFX906_LLM_PDL=1`` and a CUDA device of compute
-    capability 9.0 or newer."""
+    """True where kernels launch with PDL: a CUDA device of compute capability 9.0 or newer,
+    unless ``GFX906_LLM_PDL=0``."""
     return _enabled(device.type, device.index)
+
+
+def prefetch_blocks() -> int:
+    """K blocks per program the W4A16 GEMV prefetches into L2 before its wait
+    (``GFX906_LLM_PDL_PREFETCH``, default 0: measured slower with 2, see the module docstring)."""
+    return max(0, int(os.environ.get("GFX906_LLM_PDL_PREFETCH", "0")))
 
 
 def launch_kwargs(enabled: bool) -> dict:

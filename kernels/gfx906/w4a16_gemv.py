@@ -45,7 +45,8 @@ import triton.language as tl
 from gfx906_llm.kernels.gfx906.w4a16_common import (_dequant, _dot, _dq_block, _group_params, _q_to,  # noqa: F401
                                                     _x_col, _x_tile)
 from gfx906_llm.kernels.gfx906.splitk_reduce import sum_or_defer
-from gfx906_llm.kernels.gfx906.pdl import launch_kwargs, pdl_enabled, pdl_launch, pdl_wait, prefetch_l2
+from gfx906_llm.kernels.gfx906.pdl import (launch_kwargs, pdl_enabled, pdl_launch, pdl_wait, prefetch_blocks,
+                                           prefetch_l2)
 from gfx906_llm.layers.splitk import accumulator_buffer
 from gfx906_llm.kernels.gfx906.w4a16_half2 import _half2_dot, _half2_prep, _x_pairs  # noqa: F401
 
@@ -87,15 +88,13 @@ P_ROWS = 16  # == gfx906_llm.quant.packing.INTERLEAVE
 #    at 4096x28672, whose 896 column tiles leave no split-K: 16 programs/SM is the fix to try).
 #  - M = 5..16: per-chunk tensor-core dots, MAGIC, BLOCK_N=128 on 4 warps, 4 programs/SM,
 #    num_stages=3, ATOMIC (0.74-1.08x fp16). 17..64 rows only when forced (the SWAP GEMM is faster).
-#  - The FMA path (M == 1 without HALF2: 8-bit, bf16/fp32 x, GROUP 16): BLOCK_N=256, 4 warps,
-#    16 programs/SM, plain conversions. Tried without gain: tiled layout, unrolled loads, PDL.
-# default: small tiles for the interpreter on the CPU; HALF2 in its portable form, so that the CPU
-#   tests run the same pairing, zero folding and group logic as the PTX.
-# HALF2 on CUDA (benchmarks/exp_gemv_layout.py, H200): scales loaded in the weight tile's own layout
-# (TILE_S: no shared-memory layout conversion and its two barriers per K block), no column masks
-# (EVEN_N, where N % BLOCK_N == 0), one barrier right after the block's loads (PIN: without it ptxas
-# sinks each 128-bit weight load to its first use, one DRAM latency per load) and evict_first on
-# the weight stream: geometric mean over the five 8B shapes 0.317 -> 0.355 of copy bandwidth.
+#  - FMA path (M == 1 without HALF2): BLOCK_N=256, 4 warps, 16 programs/SM, plain conversions.
+#    Tried without gain: tiled layout, unrolled loads, PDL's L2 prefetch of the first blocks.
+# default: small tiles and HALF2's portable form for the interpreter (CPU tests run the PTX's logic).
+# HALF2 on CUDA (exp_gemv_layout.py, H200): scales in the weight tile's own layout (TILE_S: no
+# shared-memory conversion and its two barriers per K block), no column masks (EVEN_N), one barrier
+# after the block's loads (PIN: else ptxas sinks each 128-bit weight load to its first use) and
+# evict_first on the weight stream: geometric mean over the 8B shapes 0.317 -> 0.355 of copy.
 _CUDA_H2 = {"TILE_S": True, "EVEN_N": True, "PIN": True, "EVICT": "evict_first"}
 _AMD_DOT = {"BLOCK_N": {2: 64, 4: 64, 8: 64, 16: 64}, "num_warps": 4, "programs_per_cu": 8, "dot_min_m": 16,
             "EXPAND": False, "MAGIC": False}
@@ -142,7 +141,7 @@ def w4a16_gemv_kernel(
     HALF2: tl.constexpr = False, ASM: tl.constexpr = False, PREFETCH: tl.constexpr = False,
     EVICT: tl.constexpr = "", TILE_S: tl.constexpr = False, EVEN_N: tl.constexpr = False,
     PIN: tl.constexpr = False, TICKET: tl.constexpr = True, ATOMIC: tl.constexpr = False,
-    PDL: tl.constexpr = False, PF_BLOCKS: tl.constexpr = 2,
+    PDL: tl.constexpr = False, PF_BLOCKS: tl.constexpr = 0,
 ):
     P: tl.constexpr = 16
     PACK: tl.constexpr = 32 // BITS
@@ -360,7 +359,8 @@ def gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: to
         BLOCK_N=p["BLOCK_N"], SPLIT_K=split, USE_DOT=p["USE_DOT"], EXPAND=p["EXPAND"], MAGIC=p["MAGIC"],
         HALF2=p["HALF2"], ASM=p["ASM"], PREFETCH=p["PREFETCH"], EVICT=p.get("EVICT", ""),
         TILE_S=p.get("TILE_S", False), EVEN_N=p.get("EVEN_N", False) and N % p["BLOCK_N"] == 0, PIN=p.get("PIN", False),
-        TICKET=not reduce_launch, ATOMIC=atomic, PDL=pdl, num_warps=p["num_warps"], num_stages=p["num_stages"],
+        TICKET=not reduce_launch, ATOMIC=atomic, PDL=pdl, PF_BLOCKS=prefetch_blocks() if pdl else 0,
+        num_warps=p["num_warps"], num_stages=p["num_stages"],
         **launch_kwargs(pdl))
     if reduce_launch:
         return sum_or_defer(ws, bias, out, config_key(), defer_reduce, accumulator=atomic)

@@ -145,15 +145,20 @@ def test_accumulator_buffer_grows_zeroed():
         SplitKPartials(torch.zeros(2, 1, 4, device=dev), None, torch.float16, accumulator=True)
 
 
-def test_pdl_is_off_unless_asked(monkeypatch):
+def test_pdl_only_on_hopper_cuda_unless_disabled(monkeypatch):
+    """PDL: never on the CPU (interpreter) or with GFX906_LLM_PDL=0; no L2 prefetch by default."""
     from gfx906_llm.kernels.gfx906 import pdl
 
     monkeypatch.delenv("GFX906_LLM_PDL", raising=False)
+    monkeypatch.delenv("GFX906_LLM_PDL_PREFETCH", raising=False)
     pdl._enabled.cache_clear()
-    assert not pdl.pdl_enabled(torch.device(DEV)) and pdl.launch_kwargs(False) == {}
-    monkeypatch.setenv("GFX906_LLM_PDL", "1")
+    assert not pdl.pdl_enabled(torch.device("cpu")) and pdl.launch_kwargs(False) == {}
+    assert pdl.launch_kwargs(True) == {"launch_pdl": True} and pdl.prefetch_blocks() == 0
+    if torch.cuda.is_available():
+        assert pdl.pdl_enabled(torch.device("cuda", 0)) == (torch.cuda.get_device_capability()[0] >= 9)
+    monkeypatch.setenv("GFX906_LLM_PDL", "0")
     pdl._enabled.cache_clear()
-    assert not pdl.pdl_enabled(torch.device("cpu"))
+    assert not pdl.pdl_enabled(torch.device(DEV))
     pdl._enabled.cache_clear()
 
 
@@ -177,8 +182,9 @@ def test_pdl_chain_in_a_graph_matches_plain_launches(monkeypatch):
         return h
 
     got = {}
-    for on in ("0", "1"):
+    for on, pf in (("0", "0"), ("1", "0"), ("1", "2")):  # off, on, on with the GEMV's L2 prefetch
         monkeypatch.setenv("GFX906_LLM_PDL", on)
+        monkeypatch.setenv("GFX906_LLM_PDL_PREFETCH", pf)
         pdl._enabled.cache_clear()
         chain()
         torch.cuda.synchronize()
@@ -188,7 +194,8 @@ def test_pdl_chain_in_a_graph_matches_plain_launches(monkeypatch):
         for _ in range(3):
             g.replay()
         torch.cuda.synchronize()
-        got[on] = out.clone()
+        got[on + pf] = out.clone()
     pdl._enabled.cache_clear()
-    torch.testing.assert_close(got["1"], got["0"], atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(got["10"], got["00"], atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(got["12"], got["00"], atol=2e-2, rtol=2e-2)
     assert _acc_clean("cuda")
