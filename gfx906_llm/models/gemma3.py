@@ -54,8 +54,8 @@ class Gemma3Attention(nn.Module):
         self.q_size, self.kv_size, self.head_dim = hq * d, hkv * d, d
         self.qkv_proj = QKVParallelLinear(cfg.hidden_size, d, hq, hkv, bias=cfg.attention_bias,
                                           quant_config=quant, prefix=f"{prefix}.qkv_proj")
-        self.o_proj = RowParallelLinear(hq * d, cfg.hidden_size, bias=False, quant_config=quant,
-                                        prefix=f"{prefix}.o_proj")
+        self.o_proj = RowParallelLinear(hq * d, cfg.hidden_size, bias=cfg.attention_bias, quant_config=quant,
+                                        prefix=f"{prefix}.o_proj")  # transformers: bias=attention_bias
         self.q_norm = RMSNorm(d, cfg.rms_norm_eps, offset=1.0)
         self.k_norm = RMSNorm(d, cfg.rms_norm_eps, offset=1.0)
         theta, scaling = _layer_rope(hf, layer_type)

@@ -29,8 +29,9 @@ class LlamaAttention(nn.Module):
         self.q_size, self.kv_size = hq * d, hkv * d
         self.qkv_proj = QKVParallelLinear(cfg.hidden_size, d, hq, hkv, bias=cfg.attention_bias,
                                           quant_config=quant, prefix=f"{prefix}.qkv_proj")
-        self.o_proj = RowParallelLinear(hq * d, cfg.hidden_size, bias=False, quant_config=quant,
-                                        prefix=f"{prefix}.o_proj")
+        # transformers: o_proj has a bias with attention_bias (Llama, Qwen3), never on Qwen2
+        self.o_proj = RowParallelLinear(hq * d, cfg.hidden_size, bias=cfg.attention_bias and cfg.model_type != "qwen2",
+                                        quant_config=quant, prefix=f"{prefix}.o_proj")
         self.qk_norm = cfg.model_type == "qwen3"
         if self.qk_norm:
             self.q_norm = RMSNorm(d, cfg.rms_norm_eps)

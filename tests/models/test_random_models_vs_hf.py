@@ -33,6 +33,8 @@ def _make(kind: str, folder):
         cfg = tf.Qwen2Config(**common, tie_word_embeddings=True)
     elif kind == "qwen3":
         cfg = tf.Qwen3Config(**common, head_dim=32, tie_word_embeddings=False)
+    elif kind == "llama_bias":  # q/k/v and o_proj biases
+        cfg = tf.LlamaConfig(**common, tie_word_embeddings=False, attention_bias=True)
     elif kind == "llama3":
         cfg = tf.LlamaConfig(**common, tie_word_embeddings=False,
                              rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
@@ -52,7 +54,7 @@ def _make(kind: str, folder):
     return model
 
 
-@pytest.mark.parametrize("kind", ["qwen2", "qwen3", "llama3", "mistral"])
+@pytest.mark.parametrize("kind", ["qwen2", "qwen3", "llama3", "mistral", "llama_bias"])
 def test_logits_match_transformers(kind, tmp_path):
     hf = _make(kind, tmp_path)
     llm = LLM(str(tmp_path), dtype="float32", max_model_len=128, kv_cache_memory_bytes=1 << 22)
