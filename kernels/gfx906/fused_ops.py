@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gfx906_llm.kernels.gfx906.pdl import launch_kwargs, pdl_enabled, pdl_start
+from gfx906_llm.kernels.gfx906.pdl import pdl_kwargs, pdl_start
 from gfx906_llm.kernels.gfx906.rms_norm import fused_add_rms_norm, rms_norm
 from gfx906_llm.layers.splitk import SplitKPartials
 
@@ -155,8 +155,7 @@ def _act_and_mul(x, act: str) -> torch.Tensor:
     act_and_mul_kernel[(rows, triton.cdiv(inter, block))](
         x2, bias if bias is not None else x2, o2, stride_x, o2.stride(0), inter, n_split, stride_split,
         ACT=_ACT_CODES[act], BLOCK=block, FROM_WS=partials, HAS_BIAS=bias is not None,
-        ZERO_WS=partials and x.accumulator, PDL=pdl_enabled(out.device), num_warps=_warps_for(block, cfg, 4),
-        **launch_kwargs(pdl_enabled(out.device)),
+        ZERO_WS=partials and x.accumulator, num_warps=_warps_for(block, cfg, 4), **pdl_kwargs(out.device),
     )
     return out
 

@@ -63,6 +63,12 @@ def launch_kwargs(enabled: bool) -> dict:
     return {"launch_pdl": True} if enabled else {}
 
 
+def pdl_kwargs(device: torch.device) -> dict:
+    """A kernel's ``PDL`` constexpr and the matching launch option, for a launch on ``device``."""
+    enabled = pdl_enabled(device)
+    return {"PDL": enabled, **launch_kwargs(enabled)}
+
+
 @triton.jit
 def pdl_start(PDL: tl.constexpr):
     """Let the next kernel start its programs, then wait for the previous kernel (see module doc)."""

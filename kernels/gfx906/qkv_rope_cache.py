@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gfx906_llm.kernels.gfx906.pdl import launch_kwargs, pdl_enabled, pdl_start
+from gfx906_llm.kernels.gfx906.pdl import pdl_kwargs, pdl_start
 from gfx906_llm.kernels.reference import _check_qkv_rope_cache
 
 # Launch settings per arch (Platform.config_key). Grid (token, head blocks: q's, then k's, then
@@ -250,7 +250,7 @@ def qkv_rope_cache(qkv, positions: torch.Tensor, cos_sin_cache: torch.Tensor, k_
         NUM_Q_HEADS=num_heads, NUM_KV_HEADS=num_kv_heads, HEAD_DIM=head_dim, HALF_PAD=half_pad, BLOCK_H=block_h,
         BLOCK_SIZE=k_cache.shape[1], PARTIALS=partials, S_PAD=s_pad, HAS_BIAS=bias is not None,
         Q_NORM=qw is not None, K_NORM=kw is not None, ZERO_WS=partials and qkv.accumulator,
-        PDL=pdl_enabled(out.device), num_warps=num_warps, **launch_kwargs(pdl_enabled(out.device)),
+        num_warps=num_warps, **pdl_kwargs(out.device),
     )
     return out
 

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gfx906_llm.kernels.gfx906.pdl import launch_kwargs, pdl_enabled, pdl_start
+from gfx906_llm.kernels.gfx906.pdl import pdl_kwargs, pdl_start
 from gfx906_llm.layers.splitk import SplitKPartials
 
 # One program per row holds the whole row (BLOCK = next power of 2 of the hidden size) in
@@ -133,8 +133,7 @@ def _norm(x, residual, weight, eps, offset):
     rms_norm_kernel[(rows,)](
         x2, r2, weight, out, rout, weight, sx_o, sx_i, sr_o, sr_i, inner, n, 1, 0, float(eps), float(offset),
         HAS_RESIDUAL=residual is not None, BLOCK=block, FROM_WS=False, HAS_BIAS=False, ZERO_WS=False,
-        PDL=pdl_enabled(out.device), num_warps=_warps_for(block, cfg),
-        **launch_kwargs(pdl_enabled(out.device)),
+        num_warps=_warps_for(block, cfg), **pdl_kwargs(out.device),
     )
     return out, rout
 
@@ -160,8 +159,8 @@ def _norm_partials(x: SplitKPartials, residual, weight, eps, offset):
     rms_norm_kernel[(M,)](
         x.ws, r, weight, out, rout, x.bias if x.bias is not None else weight, n, 0, r.stride(0), 0, 1, n,
         x.num_splits, x.ws.stride(0), float(eps), float(offset), HAS_RESIDUAL=residual is not None, BLOCK=block,
-        FROM_WS=True, HAS_BIAS=x.bias is not None, ZERO_WS=x.accumulator, PDL=pdl_enabled(out.device),
-        num_warps=_warps_for(block, cfg), **launch_kwargs(pdl_enabled(out.device)),
+        FROM_WS=True, HAS_BIAS=x.bias is not None, ZERO_WS=x.accumulator,
+        num_warps=_warps_for(block, cfg), **pdl_kwargs(out.device),
     )
     return out, rout
 

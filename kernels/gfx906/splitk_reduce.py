@@ -15,7 +15,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gfx906_llm.kernels.gfx906.pdl import launch_kwargs, pdl_enabled, pdl_start
+from gfx906_llm.kernels.gfx906.pdl import pdl_kwargs, pdl_start
 
 # One program per (BLOCK columns, row) loads all SPLIT_K partials of its columns at once (L2 hits:
 # the GEMV has just written them) and sums them: latency-bound, a few hundred KB per call.
@@ -58,11 +58,10 @@ def splitk_reduce(ws: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor
     accumulator). Returns ``out``."""
     S, M, N = ws.shape
     cfg = CONFIGS.get(cfg_key, CONFIGS["default"])
-    pdl = pdl_enabled(ws.device)
     splitk_reduce_kernel[(triton.cdiv(N, cfg["BLOCK"]), M)](
         ws, bias if bias is not None else ws, out, M, N, out.stride(0), SPLIT_K=S,
-        S_PAD=triton.next_power_of_2(S), BLOCK=cfg["BLOCK"], HAS_BIAS=bias is not None, ZERO=zero, PDL=pdl,
-        num_warps=cfg["num_warps"], **launch_kwargs(pdl))
+        S_PAD=triton.next_power_of_2(S), BLOCK=cfg["BLOCK"], HAS_BIAS=bias is not None, ZERO=zero,
+        num_warps=cfg["num_warps"], **pdl_kwargs(ws.device))
     return out
 
 
