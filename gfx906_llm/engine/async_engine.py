@@ -331,13 +331,8 @@ class AsyncEngine:
             logger.exception("engine step failed; failing %d in-flight request(s)", len(self._streams))
             ids = list(self._streams)
             self._fail_all(EngineStepError(f"engine step failed: {e!r}"))
-            try:  # a linear's split-K accumulator may be left unread: zero it for the next step
-                from gfx906_llm.layers.splitk import reset_accumulators
-
-                reset_accumulators()
-            except Exception:  # noqa: BLE001
-                logger.exception("resetting the split-K accumulators failed")
             try:
+                self._engine.recover_from_failed_step()
                 self._engine.abort_request(ids)
             except Exception:  # noqa: BLE001
                 logger.exception("abort after a failed step failed too")

@@ -218,6 +218,15 @@ class LLMEngine:
             self._inflight = None
         return outputs
 
+    def recover_from_failed_step(self) -> None:
+        """After ``step()`` raised: forget the step launched ahead (async scheduling) and zero the
+        split-K accumulators a linear may have left unread (``gfx906_llm.layers.splitk``), so
+        that the next step starts clean. The caller aborts the requests involved."""
+        from gfx906_llm.layers.splitk import reset_accumulators
+
+        self._inflight = None
+        reset_accumulators()
+
     def _launch_next(self, sched: SchedulerOutput, pending) -> tuple[SchedulerOutput, object] | None:
         """Schedule and launch the decode step after the in-flight ``sched`` (a decode step, or a
         prefill that ends every running request's prompt), or None (drain).

@@ -27,6 +27,7 @@ class FailingEngine:
         self.reqs: dict[str, tuple[list[int], int, list[int]]] = {}
         self.fail_steps = 0
         self.aborted: list[str] = []
+        self.recoveries = 0
 
     def add_request(self, request_id, prompt, params, arrival_time=None):
         self.reqs[request_id] = (list(prompt), params.max_tokens, [])
@@ -38,6 +39,9 @@ class FailingEngine:
 
     def has_unfinished_requests(self):
         return bool(self.reqs)
+
+    def recover_from_failed_step(self):
+        self.recoveries += 1
 
     def step(self):
         if self.fail_steps:
@@ -91,3 +95,4 @@ def test_step_failure_is_an_openai_error_and_server_survives():
     finally:
         engine.shutdown()
     assert engine.num_step_errors == 2 and len(stand_in.aborted) == 2 and not stand_in.reqs
+    assert stand_in.recoveries == 2

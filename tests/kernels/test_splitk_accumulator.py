@@ -199,3 +199,14 @@ def test_pdl_chain_in_a_graph_matches_plain_launches(monkeypatch):
     torch.testing.assert_close(got["10"], got["00"], atol=2e-2, rtol=2e-2)
     torch.testing.assert_close(got["12"], got["00"], atol=2e-2, rtol=2e-2)
     assert _acc_clean("cuda")
+
+
+def test_reset_after_a_failed_step():
+    """An accumulator output nobody consumed (a step that raised in between) is zeroed by
+    ``reset_accumulators``, which ``LLMEngine.recover_from_failed_step`` calls."""
+    from gfx906_llm.layers.splitk import reset_accumulators
+
+    _accumulated(torch.randn(2, 16, device=DEV), None, torch.float16)  # produced, never read
+    assert not _acc_clean()
+    reset_accumulators()
+    assert _acc_clean()
