@@ -331,11 +331,11 @@ class AsyncEngine:
             logger.exception("engine step failed; failing %d in-flight request(s)", len(self._streams))
             ids = list(self._streams)
             self._fail_all(EngineStepError(f"engine step failed: {e!r}"))
-            try:
-                self._engine.recover_from_failed_step()
-                self._engine.abort_request(ids)
-            except Exception:  # noqa: BLE001
-                logger.exception("abort after a failed step failed too")
+            for cleanup in (self._engine.recover_from_failed_step, lambda: self._engine.abort_request(ids)):
+                try:  # each on its own: the requests' blocks are freed even if the recovery fails
+                    cleanup()
+                except Exception:  # noqa: BLE001
+                    logger.exception("cleanup after a failed step failed too")
             self._refresh_stats()
             return
         batches: dict[asyncio.AbstractEventLoop, list] = {}

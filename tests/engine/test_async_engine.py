@@ -29,6 +29,7 @@ class StandInEngine:
         self.reqs: dict[str, tuple[list[int], SamplingParams, list[int]]] = {}
         self.pending: list[RequestOutput] = []
         self.aborted: list[str] = []
+        self.recoveries = 0
         self.fail_steps = 0
         self.threads: set[int] = set()
         self.calls = 0
@@ -62,6 +63,9 @@ class StandInEngine:
     def has_unfinished_requests(self):
         self._touch()
         return bool(self.reqs) or bool(self.pending)
+
+    def recover_from_failed_step(self):
+        self.recoveries += 1
 
     def step(self):
         self._touch()
@@ -206,6 +210,7 @@ def test_step_failure_fails_requests_and_loop_survives(engine):
     outs = asyncio.run(main())
     assert outs[-1].finished and eng.num_step_errors == 1 and eng.is_ready
     assert stand_in.aborted == ["x"]  # the failed request's blocks were freed
+    assert stand_in.recoveries == 1  # the engine's own state (accumulators, step launched ahead)
     # counted once: failed (on_abort), not again when the engine reports its abort output
     assert rec.aborted == ["x"] and rec.finished == ["after"]
 
