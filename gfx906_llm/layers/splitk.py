@@ -92,6 +92,8 @@ def accumulator_buffer(device: torch.device, numel: int) -> torch.Tensor:
     Raises:
         RuntimeError: it must grow while the current stream is being captured.
     """
+    if device.type == "cuda" and device.index is None:  # "cuda" and "cuda:0" share one buffer
+        device = torch.device("cuda", torch.cuda.current_device())
     buf = _ACCUMULATORS.get(device)
     if buf is None or buf.numel() < numel:
         if device.type == "cuda" and torch.cuda.is_current_stream_capturing():

@@ -2,9 +2,10 @@
 
 A decode step (every scheduled request adds exactly one token) launches hundreds of small
 kernels; from Python each launch costs tens of microseconds, more than the kernel itself at
-batch 1. ``DecodeGraphs`` captures ``compute_logits(model(input_ids, positions))`` once per
-batch size in ``sizes`` (vLLM's ``cuda_graph_sizes``), over persistent input buffers, and a step
-then costs three host-to-device copies and one replay.
+batch 1. ``DecodeGraphs`` captures ``compute_logits(model(input_ids, positions))`` and the
+greedy argmax of the logits once per batch size in ``sizes`` (vLLM's ``cuda_graph_sizes``), over
+one persistent input buffer, and a step then costs one host-to-device copy and one replay (the
+sampler uses the in-graph argmax when every row is greedy and nothing edits the logits).
 
 A batch of ``n`` requests runs in the smallest captured size ``b >= n``; the ``b - n`` padding
 rows are one-token requests of context 1 whose slot is -1 (no KV write) and whose block table row
@@ -17,8 +18,8 @@ Without ``capture`` (the CPU, tests) ``run`` executes the same padded step eager
 
 Async scheduling: ``run(sched, prev_tokens)`` takes a step whose rows are placeholders (the
 scheduler scheduled it before the previous step's tokens reached the host); each row's input id
-is gathered on the device from ``prev_tokens`` (the previous step's sampled ids) before the
-replay, at the row given by ``ScheduledRequest.prev_row``. The pinned staging buffers are
+is gathered on the device, inside the graph, from the previous step's sampled ids (``self.sampled``,
+where the in-graph argmax left them, or a copy of ``prev_tokens`` there), at the row given by ``ScheduledRequest.prev_row``. The pinned staging buffers are
 double-buffered, and a buffer is rewritten only after the event recorded behind its last upload
 has completed, so filling step N+1's inputs never races the copy of step N's.
 """
@@ -35,6 +36,8 @@ import torch
 from gfx906_llm.attention.metadata import AttentionMetadata, forward_context
 from gfx906_llm.config import cdiv
 from gfx906_llm.engine.scheduler import SchedulerOutput
+from gfx906_llm.kernels.gfx906.step_io import resolve_input_ids
+from gfx906_llm.worker.sampler import argmax_rows
 
 logger = logging.getLogger(__name__)
 
@@ -89,15 +92,19 @@ class DecodeGraphs:
         B = self.sizes[-1]
         self.max_blocks = cdiv(max_model_len, block_size)
         pin = device.type == "cuda"
-        # persistent device inputs: int64 [3, B] = input ids | positions | slot mapping; int32
-        # seq_lens [B] and block table [B, max_blocks]; query_start_loc is always arange (1 token each)
-        self.tok = torch.zeros((3, B), dtype=torch.int64, device=device)
-        self.seq_lens = torch.ones(B, dtype=torch.int32, device=device)
-        self.block_table = torch.zeros((B, self.max_blocks), dtype=torch.int32, device=device)
+        # persistent device inputs, one byte buffer so that a step uploads them in one copy: int64
+        # [4, B] = input ids | positions | slot mapping | prev_rows (-1, or the row of the previous
+        # step's samples that holds the input id: async steps); int32 seq_lens [B] and block
+        # table [B, max_blocks] (last: a step copies only its b rows); query_start_loc is arange
+        self._layout = _layout(B, self.max_blocks)
+        self._inp = torch.zeros(self._layout[-1], dtype=torch.uint8, device=device)
+        self.tok, self.seq_lens, self.block_table = _views(self._inp, B, self.max_blocks, self._layout)
         self.query_start_loc = torch.arange(B + 1, dtype=torch.int32, device=device)
-        self.prev_rows = torch.zeros(B, dtype=torch.int64, device=device)  # [B] gather index (async steps)
-        # pinned host staging, written with numpy, copied asynchronously; two sets used in turn
-        # (h_tok row 3 = prev_rows), each with the event recorded after its last upload
+        # [B] int64: greedy ids of the last replay (argmax of its logits, computed in the graph);
+        # the next step's graph gathers its input ids from here (async scheduling)
+        self.sampled = torch.zeros(B, dtype=torch.int64, device=device)
+        # pinned host staging of the same layout, written with numpy, copied asynchronously; two
+        # sets used in turn, each with the event recorded after its last upload
         self._staging = [self._new_staging(B, pin) for _ in range(2)]
         self._cur = 0
         self._use_staging(0)
@@ -105,17 +112,16 @@ class DecodeGraphs:
         self.outputs: dict[int, torch.Tensor] = {}
 
     def _new_staging(self, B: int, pin: bool) -> dict:
-        h_tok = torch.zeros((4, B), dtype=torch.int64, pin_memory=pin)
-        h_seq = torch.ones(B, dtype=torch.int32, pin_memory=pin)
-        h_bt = torch.zeros((B, self.max_blocks), dtype=torch.int32, pin_memory=pin)
-        return {"tok": h_tok, "seq": h_seq, "bt": h_bt, "event": None}
+        buf = torch.zeros(self._layout[-1], dtype=torch.uint8, pin_memory=pin)
+        h_tok, h_seq, h_bt = _views(buf, B, self.max_blocks, self._layout)
+        return {"buf": buf, "tok": h_tok, "seq": h_seq, "bt": h_bt, "event": None}
 
     def _use_staging(self, i: int) -> None:
         st = self._staging[i]
         if st["event"] is not None:
             st["event"].synchronize()  # its previous upload has been read by the device
         self._cur = i
-        self.h_tok, self.h_seq, self.h_bt = st["tok"], st["seq"], st["bt"]
+        self.h_buf, self.h_tok, self.h_seq, self.h_bt = st["buf"], st["tok"], st["seq"], st["bt"]
         self.n_tok, self.n_seq, self.n_bt = self.h_tok.numpy(), self.h_seq.numpy(), self.h_bt.numpy()
 
     # ---- capture --------------------------------------------------------------------------------
@@ -125,8 +131,14 @@ class DecodeGraphs:
                                  block_table=self.block_table[:b], slot_mapping=self.tok[2, :b])
 
     def _step_fn(self, b: int) -> Callable[[], torch.Tensor]:
-        ids, pos = self.tok[0, :b], self.tok[1, :b]
-        return lambda: self.model.compute_logits(self.model(ids, pos))
+        tok, pos, prev_rows = self.tok[0, :b], self.tok[1, :b], self.tok[3, :b]
+
+        def step() -> torch.Tensor:
+            ids = resolve_input_ids(tok, prev_rows, self.sampled)  # before this step overwrites sampled
+            logits = self.model.compute_logits(self.model(ids, pos))  # [b, V] fp32
+            self.sampled[:b].copy_(argmax_rows(logits))
+            return logits
+        return step
 
     @torch.inference_mode()
     def capture(self) -> float:
@@ -168,27 +180,29 @@ class DecodeGraphs:
         self.n_tok[0, n:b] = 0
         self.n_tok[1, n:b] = 0
         self.n_tok[2, n:b] = -1
+        self.n_tok[3, n:b] = -1
         self.n_seq[n:b] = 1
         self.n_bt[n:b, 0] = 0
 
-    def _upload(self, b: int, gather: bool = False) -> None:
-        self.tok.copy_(self.h_tok[:3], non_blocking=True)
-        if gather:
-            self.prev_rows[:b].copy_(self.h_tok[3, :b], non_blocking=True)
-        self.seq_lens[:b].copy_(self.h_seq[:b], non_blocking=True)
-        self.block_table[:b].copy_(self.h_bt[:b], non_blocking=True)
+    def _upload(self, b: int) -> None:
+        nbytes = self._layout[2] + 4 * b * self.max_blocks  # everything up to block-table row b
+        self._inp[:nbytes].copy_(self.h_buf[:nbytes], non_blocking=True)
         if self.device.type == "cuda":
             ev = torch.cuda.Event()
             ev.record()
             self._staging[self._cur]["event"] = ev
 
     @torch.inference_mode()
-    def run(self, sched: SchedulerOutput, prev_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, list[str]]:
-        """One decode step: ``(logits [S, V] fp32, request ids of the S rows that sample)``.
+    def run(self, sched: SchedulerOutput,
+            prev_tokens: torch.Tensor | None = None) -> tuple[torch.Tensor, list[str], torch.Tensor | None]:
+        """One decode step: ``(logits [S, V] fp32, request ids of the S rows that sample, greedy)``.
 
+        ``greedy``: ``[S]`` int64 on the device, the argmax of each row's logits (computed in the
+        graph), or None when some rows do not sample. It is a view of ``self.sampled``, which the
+        next ``run`` overwrites: enqueue its readers before that.
         ``prev_tokens`` ``[S']`` int64 on the device: the previous step's sampled ids, required when
         the rows are placeholders (``ScheduledRequest.prev_row`` set: all rows or none); row i's
-        input id is then ``prev_tokens[prev_row]``, gathered on the device.
+        input id is then ``prev_tokens[prev_row]``, gathered on the device inside the graph.
         The logits tensor is the graph's output buffer: read it (enqueue its readers) before the
         next ``run``.
         Raises:
@@ -212,6 +226,7 @@ class DecodeGraphs:
                 self.n_tok[3, i] = s.prev_row
             else:
                 self.n_tok[0, i] = s.request.all_token_ids[p]
+                self.n_tok[3, i] = -1
             self.n_tok[1, i] = p
             self.n_tok[2, i] = blocks[p // bs] * bs + p % bs
             self.n_seq[i] = p + 1
@@ -220,9 +235,9 @@ class DecodeGraphs:
                 rows.append(i)
                 sample_ids.append(s.request.request_id)
         self._write_padding(n, b)
-        self._upload(b, gather)
-        if gather:
-            self.tok[0, :n] = prev_tokens.index_select(0, self.prev_rows[:n])  # [n] int64
+        self._upload(b)
+        if gather and prev_tokens.data_ptr() != self.sampled.data_ptr():  # sampled outside the graph
+            self.sampled[:prev_tokens.numel()].copy_(prev_tokens)
         if b in self.graphs:
             self.graphs[b].replay()
             logits = self.outputs[b]
@@ -230,5 +245,19 @@ class DecodeGraphs:
             with forward_context(self._meta(b)):
                 logits = self._step_fn(b)()
         if len(rows) == n:
-            return logits[:n], sample_ids
-        return logits[torch.as_tensor(np.asarray(rows), device=logits.device)], sample_ids
+            return logits[:n], sample_ids, self.sampled[:n]
+        return logits[torch.as_tensor(np.asarray(rows), device=logits.device)], sample_ids, None
+
+
+def _layout(B: int, max_blocks: int) -> tuple[int, int, int, int]:
+    """Byte offsets of the step inputs in one buffer: (tok, seq_lens, block_table, total)."""
+    o_seq = 4 * B * 8
+    o_bt = o_seq + cdiv(4 * B, 8) * 8
+    return 0, o_seq, o_bt, o_bt + 4 * B * max_blocks
+
+
+def _views(buf: torch.Tensor, B: int, max_blocks: int, layout: tuple[int, int, int, int]):
+    """``(tok int64 [4, B], seq_lens int32 [B], block_table int32 [B, max_blocks])`` over ``buf`` (uint8)."""
+    _, o_seq, o_bt, end = layout
+    return (buf[:o_seq].view(torch.int64).view(4, B), buf[o_seq:o_seq + 4 * B].view(torch.int32),
+            buf[o_bt:end].view(torch.int32).view(B, max_blocks))

@@ -189,13 +189,14 @@ class ModelRunner:
         if sched.is_empty:
             return PendingStep([], [], None)
         via_graphs = self.runs_via_graphs(sched)
+        greedy = None
         placeholders = sched.scheduled[0].prev_row is not None
         assert not placeholders or (via_graphs and prev is not None and prev.sample is not None)
         if via_graphs:
             if placeholders:  # input ids gathered on the device from the launched step's samples
-                logits, sample_req_ids = self.graphs.run(sched, prev.sample.token_ids)  # [S, V] fp32
+                logits, sample_req_ids, greedy = self.graphs.run(sched, prev.sample.token_ids)  # [S, V] fp32
             else:
-                logits, sample_req_ids = self.graphs.run(sched)  # [S, V] fp32, replayed
+                logits, sample_req_ids, greedy = self.graphs.run(sched)  # [S, V] fp32, replayed
         else:
             inp = build_step_inputs(sched, self.block_size, self.device)
             with forward_context(inp.attn):
@@ -211,7 +212,8 @@ class ModelRunner:
         for r in reqs:
             if r.params.seed is not None and r.request_id not in self.generators:
                 self.generators[r.request_id] = Sampler.make_generator(r.params.seed + r.index, self.device)
-        sample = self.sampler.launch(logits, reqs, self.generators, num_pending=1 if placeholders else 0)
+        sample = self.sampler.launch(logits, reqs, self.generators, num_pending=1 if placeholders else 0,
+                                     greedy_ids=greedy)
         return PendingStep(sample_req_ids, reqs, sample)
 
     def collect(self, step: PendingStep) -> RunnerOutput:

@@ -38,11 +38,12 @@ class SamplerOutput:
     top_logprobs: list[list[float]] | None
 
 
-def _apply_penalties(logits: torch.Tensor, reqs: list[Request]) -> None:
+def _apply_penalties(logits: torch.Tensor, reqs: list[Request]) -> bool:
+    """Repetition, presence and frequency penalties, in place; True when any row has one."""
     rows = [i for i, r in enumerate(reqs) if r.params.repetition_penalty != 1.0
             or r.params.presence_penalty != 0.0 or r.params.frequency_penalty != 0.0]
     if not rows:
-        return
+        return False
     V = logits.shape[1]
     dev = logits.device
     for i in rows:
@@ -55,11 +56,14 @@ def _apply_penalties(logits: torch.Tensor, reqs: list[Request]) -> None:
         if out.numel() and (p.presence_penalty != 0.0 or p.frequency_penalty != 0.0):
             counts = torch.bincount(out, minlength=V).to(logits.dtype)
             logits[i] -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).to(logits.dtype)
+    return True
 
 
-def _apply_min_tokens(logits: torch.Tensor, reqs: list[Request], num_pending: int = 0) -> None:
+def _apply_min_tokens(logits: torch.Tensor, reqs: list[Request], num_pending: int = 0) -> bool:
     """Ban EOS and stop token ids while a request has fewer than ``min_tokens`` outputs;
-    ``num_pending``: tokens each request has sampled on the device but not yet on the host."""
+    ``num_pending``: tokens each request has sampled on the device but not yet on the host.
+    True when a row was edited."""
+    edited = False
     for i, r in enumerate(reqs):
         if len(r.output_token_ids) + num_pending < r.params.min_tokens:
             banned = list(r.params.stop_token_ids)
@@ -67,6 +71,8 @@ def _apply_min_tokens(logits: torch.Tensor, reqs: list[Request], num_pending: in
                 banned += list(r.eos_token_ids)
             if banned:
                 logits[i, to_device(banned, torch.long, logits.device)] = float("-inf")
+                edited = True
+    return edited
 
 
 def _top_k_top_p_min_p(logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor,
@@ -105,7 +111,12 @@ def argmax_rows(x: torch.Tensor, chunks: int = 64) -> torch.Tensor:
     """``x.argmax(-1)`` for ``x [S, V]`` in two stages when ``V % chunks == 0``: the first index of
     each row's maximum, as ``argmax``. A single-row argmax over a 128k vocabulary is one thread
     block in torch (27.6 us on an H200, more than 1% of an 8B decode step); maxima of ``chunks``
-    slices first spread it over the GPU. Returns int64 ``[S]``."""
+    slices first spread it over the GPU. On GPUs the same two stages are two Triton launches
+    (``kernels/gfx906/step_io.py``; torch takes five). Returns int64 ``[S]``."""
+    if x.is_cuda:
+        from gfx906_llm.kernels.gfx906.step_io import argmax_rows_triton
+
+        return argmax_rows_triton(x)
     S, V = x.shape
     if V % chunks or V < 4 * chunks:
         return x.argmax(-1)
@@ -145,9 +156,12 @@ class Sampler:
         return self.launch(logits, reqs, generators).result()
 
     def launch(self, logits: torch.Tensor, reqs: list[Request], generators: dict[str, torch.Generator],
-               num_pending: int = 0) -> PendingSample:
+               num_pending: int = 0, greedy_ids: torch.Tensor | None = None) -> PendingSample:
         """Enqueue sampling of ``logits [S, V]`` (row i for ``reqs[i]``) and the copy to the host.
 
+        ``greedy_ids``: ``[S]`` int64 on the device, ``argmax_rows(logits)`` computed already (the
+        decode graph does it); used as the greedy choice unless penalties or ``min_tokens`` edit
+        the logits first.
         ``num_pending``: tokens every request has sampled on the device that its host state does
         not hold yet (1 in an async decode step; only ``min_tokens`` counts them, and requests for
         which ``Request.needs_host_history()`` is true must not be passed with ``num_pending > 0``)."""
@@ -157,10 +171,8 @@ class Sampler:
         need_lp = any(x is not None for x in want_lp)
         raw_logprobs = torch.log_softmax(logits, dim=-1) if need_lp else None
         logits = logits.clone() if need_lp else logits
-        _apply_penalties(logits, reqs)
-        _apply_min_tokens(logits, reqs, num_pending)
-
-        sampled = argmax_rows(logits)
+        edited = _apply_penalties(logits, reqs) | _apply_min_tokens(logits, reqs, num_pending)
+        sampled = greedy_ids if greedy_ids is not None and not edited else argmax_rows(logits)
         if not all(r.params.greedy for r in reqs):  # decided on the host: no device sync
             greedy = to_device([r.params.greedy for r in reqs], torch.bool, dev)
             temp = to_device([max(r.params.temperature, 1e-5) for r in reqs], logits.dtype, dev)
@@ -188,7 +200,8 @@ class Sampler:
         else:
             host = sampled
         if dev.type != "cuda":
-            return PendingSample(sampled, host.cpu(), top_ids, top_lp.float() if top_lp is not None else None, None)
+            # a copy: ``sampled`` may be a view of the decode graphs' buffer, which the next step rewrites
+            return PendingSample(sampled, host.clone(), top_ids, top_lp.float() if top_lp is not None else None, None)
         # non_blocking device->host copies land in pinned memory (torch's caching host allocator)
         host = host.to("cpu", non_blocking=True)
         if top_ids is not None:
