@@ -18,10 +18,11 @@ Without ``capture`` (the CPU, tests) ``run`` executes the same padded step eager
 
 Async scheduling: ``run(sched, prev_tokens)`` takes a step whose rows are placeholders (the
 scheduler scheduled it before the previous step's tokens reached the host); each row's input id
-is gathered on the device, inside the graph, from the previous step's sampled ids (``self.sampled``,
-where the in-graph argmax left them, or a copy of ``prev_tokens`` there), at the row given by ``ScheduledRequest.prev_row``. The pinned staging buffers are
-double-buffered, and a buffer is rewritten only after the event recorded behind its last upload
-has completed, so filling step N+1's inputs never races the copy of step N's.
+is gathered on the device, inside the graph, from the previous step's sampled ids
+(``self.sampled``, where the in-graph argmax left them, or a copy of ``prev_tokens`` there), at
+the row given by ``ScheduledRequest.prev_row``. The pinned staging buffers are double-buffered,
+and a buffer is rewritten only after the event recorded behind its last upload has completed, so
+filling step N+1's inputs never races the copy of step N's.
 """
 
 from __future__ import annotations
