@@ -140,7 +140,13 @@ def main() -> None:
     ap.add_argument("--async-scheduling", action=argparse.BooleanOptionalAction, default=None,
                     help="the engine's --async-scheduling (default: on with graphs)")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--patch", default=None, help="JSON {module:key.path: value}: kernel CONFIGS entries to "
+                    "set before the engine starts (profile_graph.apply_patch)")
     args = ap.parse_args()
+    if args.patch:
+        from profile_graph import apply_patch
+
+        apply_patch(json.loads(args.patch))
     res = {"model": args.label or args.model, "device": torch.cuda.get_device_name(),
            "input_len": args.input_len, "output_len": args.output_len}
     res["copy_bandwidth_GBs"] = copy_bandwidth() / 1e9

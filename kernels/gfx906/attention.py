@@ -28,10 +28,10 @@ from gfx906_llm.kernels.gfx906.attention_decode import MAX_SEGMENTS, num_cus, se
 from gfx906_llm.kernels.gfx906.attention_decode import alloc_partials as _alloc_partials
 from gfx906_llm.kernels.gfx906.attention_decode import reduce_segments, split_flags, store_partials, ticket_counters
 from gfx906_llm.kernels.gfx906.attention_decode import num_segments as pick_segments
-from gfx906_llm.kernels.gfx906.pdl import launch_kwargs, pdl_enabled, pdl_start
+from gfx906_llm.kernels.gfx906.attention_tile import _tile, early_tile
+from gfx906_llm.kernels.gfx906.pdl import launch_kwargs, pdl_enabled, pdl_launch, pdl_wait
 
 _LOG2E = 1.4426950408889634
-LOG2E = tl.constexpr(_LOG2E)
 
 # Launch settings per arch (Platform.config_key). "decode" is used when every request's query
 # fits one tile (BLOCK_M = group padded to a power of 2, at least 16 where tl.dot is used);
@@ -70,6 +70,11 @@ LOG2E = tl.constexpr(_LOG2E)
 #   min_tiles_per_segment) of the grid's segments) and "fused_reduce" (the last program combines,
 #   no second launch) are off: on an H200 (NOTES_attention_decode.md) the fixed split was as fast or
 #   faster but at short contexts with batch 8. gfx906 fits the fused combine [128 VGPRs, 0 scratch].
+# Early tile (attention_tile.py, with PDL on sm_90+): a segment's first KV tile of earlier steps is
+#   read before the wait. H100, 8B GPTQ decode (NOTES_e2e.md, session 7): batch 1 (256 programs)
+#   411 -> 430 tok/s, but it takes the decode kernel from 108 to 162 registers (3 programs per SM
+#   instead of 4), and batch 8 (1280 programs, several waves) lost 2.7%: hence only for grids of
+#   at most "early_programs_per_cu" programs per SM.
 # default: conservative, also what the interpreter runs on CPU.
 _SPLIT = {"programs_per_cu": 4, "min_tiles_per_segment": 4, "adaptive": False, "fused_reduce": False}
 CONFIGS: dict[str, dict] = {
@@ -86,76 +91,12 @@ CONFIGS: dict[str, dict] = {
                 "prefill": {"BLOCK_M": 32, "BLOCK_N": 16, "num_warps": 8, "num_stages": 1},
                 "prefill_d256": {"BLOCK_M": 4, "BLOCK_N": 16, "num_warps": 8, "num_stages": 1, "dot": False}, **_SPLIT},
     "cuda": {"decode": {"BLOCK_N": 64, "num_warps": 4, "num_stages": 2, "dot": True},
-             "prefill": {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2}, **_SPLIT},
+             "prefill": {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2}, **_SPLIT,
+             "early_programs_per_cu": 2},
     "default": {"decode": {"BLOCK_N": 32, "num_warps": 4, "num_stages": 1, "dot": True},
                 "prefill": {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1},
                 **_SPLIT, "min_tiles_per_segment": 2},
 }
-
-
-@triton.jit
-def _load_v(v_ptr, v_off, offs_d, n_ok, d_ok, MASK: tl.constexpr):
-    if MASK:
-        return tl.load(v_ptr + v_off[:, None] + offs_d[None, :], mask=n_ok[:, None] & d_ok[None, :], other=0.0)
-    return tl.load(v_ptr + v_off[:, None] + offs_d[None, :])  # [N, D]
-
-
-@triton.jit
-def _tile(acc, m_i, l_i, q, t, k_ptr, v_ptr, bt_row, k_head, v_head,
-          stride_kb, stride_ks, stride_vb, stride_vs, row_pos, seq_len, window, qk_scale, soft_cap,
-          HEAD: tl.constexpr, HEAD_PAD: tl.constexpr, BLOCK_SIZE: tl.constexpr,
-          BLOCK_N: tl.constexpr, MASKED: tl.constexpr, USE_WINDOW: tl.constexpr,
-          USE_SOFTCAP: tl.constexpr, USE_DOT: tl.constexpr):
-    """One KV tile of the online softmax; MASKED tiles check causality, window and seq end."""
-    offs_n = t * BLOCK_N + tl.arange(0, BLOCK_N)  # [N] key positions
-    offs_d = tl.arange(0, HEAD_PAD)
-    d_ok = offs_d < HEAD
-    if MASKED:
-        n_ok = offs_n < seq_len
-        blk = tl.load(bt_row + offs_n // BLOCK_SIZE, mask=n_ok, other=0).to(tl.int64)
-    else:
-        n_ok = offs_n >= 0
-        blk = tl.load(bt_row + offs_n // BLOCK_SIZE).to(tl.int64)
-    slot = offs_n % BLOCK_SIZE
-    k_off = blk * stride_kb + slot * stride_ks + k_head  # [N]
-    v_off = blk * stride_vb + slot * stride_vs + v_head
-    if USE_DOT:
-        if MASKED or HEAD != HEAD_PAD:
-            kt = tl.load(k_ptr + k_off[None, :] + offs_d[:, None], mask=n_ok[None, :] & d_ok[:, None], other=0.0)
-        else:
-            kt = tl.load(k_ptr + k_off[None, :] + offs_d[:, None])  # [D, N]
-        s = tl.dot(q, kt)  # [M, N] fp32
-    else:  # FMA over an [M, N, D] broadcast, D contiguous per lane: M may be < 16
-        if MASKED or HEAD != HEAD_PAD:
-            k = tl.load(k_ptr + k_off[:, None] + offs_d[None, :], mask=n_ok[:, None] & d_ok[None, :], other=0.0)
-        else:
-            k = tl.load(k_ptr + k_off[:, None] + offs_d[None, :])  # [N, D]
-        s = tl.sum(q[:, None, :] * k.to(tl.float32)[None, :, :], axis=2)
-    if USE_SOFTCAP:
-        x = s * (qk_scale / soft_cap)
-        s = (soft_cap * LOG2E) * (1.0 - 2.0 / (tl.math.exp2(x * (2.0 * LOG2E)) + 1.0))
-    else:
-        s = s * qk_scale
-    if MASKED:
-        vis = offs_n[None, :] <= row_pos[:, None]
-        if USE_WINDOW:
-            vis = vis & (offs_n[None, :] > row_pos[:, None] - window)
-        s = tl.where(vis, s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-    else:
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        m_use = m_new
-    p = tl.math.exp2(s - m_use[:, None])
-    alpha = tl.math.exp2(m_i - m_use)
-    l_i = l_i * alpha + tl.sum(p, 1)
-    v = _load_v(v_ptr, v_off, offs_d, n_ok, d_ok, MASKED or HEAD != HEAD_PAD)
-    acc = acc * alpha[:, None]
-    if USE_DOT:
-        acc = tl.dot(p.to(v.dtype), v, acc)
-    else:
-        acc += tl.sum(p[:, :, None] * v.to(tl.float32)[None, :, :], axis=1)
-    return acc, m_new, l_i
 
 
 @triton.jit
@@ -169,9 +110,9 @@ def unified_attention_kernel(
     BLOCK_SIZE: tl.constexpr, BLOCK_Q: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     NUM_SEGMENTS: tl.constexpr, USE_WINDOW: tl.constexpr, USE_SOFTCAP: tl.constexpr,
     USE_DOT: tl.constexpr, MIN_TILES: tl.constexpr, FUSED: tl.constexpr, RED_S: tl.constexpr,
-    PDL: tl.constexpr = False,
+    PDL: tl.constexpr = False, EARLY: tl.constexpr = False,
 ):
-    pdl_start(PDL)  # pdl.py: before any load of q, the lengths or the cache, and any early return
+    pdl_launch(PDL)  # pdl.py; before the wait only the step's inputs and earlier steps' cache rows
     qb = tl.program_id(0)
     kvh = tl.program_id(1)
     seg = tl.program_id(2)
@@ -188,14 +129,24 @@ def unified_attention_kernel(
     q_start = tl.load(qsl_ptr + r)
     q_len = tl.load(qsl_ptr + r + 1) - q_start
     q_lo = (qb - (q_start // BLOCK_Q + r)) * BLOCK_Q
-    if q_lo >= q_len:
-        return
     seq_len = tl.load(seq_lens_ptr + r)
-    ctx = seq_len - q_len
+    ctx = seq_len - q_len  # keys below ctx were cached by earlier steps
 
     # KV tiles of this segment, the ones every row sees in full (no mask), segments in use
     s_lo, s_hi, u_lo, u_hi, n_act = segment_tiles(ctx, q_lo, tl.minimum(q_lo + BLOCK_Q, q_len), window, seg,
                                                   USE_WINDOW, BLOCK_N, MIN_TILES, NUM_SEGMENTS)
+    bt_row = bt_ptr + r.to(tl.int64) * stride_bt
+    k_head = kvh.to(tl.int64) * stride_kh
+    v_head = kvh.to(tl.int64) * stride_vh
+    if EARLY:  # attention_tile.py: the first tile's earlier-step rows, read while the producer runs
+        live = (q_lo < q_len) & (s_lo < s_hi)
+        if MIN_TILES > 0:
+            live = live & (seg < n_act)
+        blk0, k0, v0 = early_tile(k_ptr, v_ptr, bt_row, k_head, v_head, stride_kb, stride_ks, stride_vb, stride_vs,
+                                  s_lo, live, seq_len, ctx, HEAD, HEAD_PAD, BLOCK_SIZE, BLOCK_N, USE_DOT)
+    pdl_wait(PDL)  # q, this step's cache rows and every store come after this
+    if q_lo >= q_len:
+        return
     if MIN_TILES > 0:
         if seg >= n_act:
             return  # unused segment of a short request: stores nothing, no reader looks at it
@@ -213,21 +164,26 @@ def unified_attention_kernel(
     if not USE_DOT:
         q = q.to(tl.float32)
 
-    bt_row = bt_ptr + r.to(tl.int64) * stride_bt
-    k_head = kvh.to(tl.int64) * stride_kh
-    v_head = kvh.to(tl.int64) * stride_vh
     acc = tl.zeros([BLOCK_M, HEAD_PAD], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    for t in range(s_lo, tl.minimum(s_hi, u_lo)):
+    s_first = s_lo
+    if EARLY:
+        if s_lo < s_hi:
+            acc, m_i, l_i = _tile(acc, m_i, l_i, q, s_lo, k_ptr, v_ptr, bt_row, k_head, v_head,
+                                  stride_kb, stride_ks, stride_vb, stride_vs, row_pos, seq_len, window, qk_scale,
+                                  soft_cap, HEAD, HEAD_PAD, BLOCK_SIZE, BLOCK_N, True, USE_WINDOW, USE_SOFTCAP,
+                                  USE_DOT, True, blk0, k0, v0, ctx)
+        s_first = s_lo + 1
+    for t in range(s_first, tl.minimum(s_hi, u_lo)):
         acc, m_i, l_i = _tile(acc, m_i, l_i, q, t, k_ptr, v_ptr, bt_row, k_head, v_head,
                               stride_kb, stride_ks, stride_vb, stride_vs, row_pos, seq_len, window, qk_scale,
                               soft_cap, HEAD, HEAD_PAD, BLOCK_SIZE, BLOCK_N, True, USE_WINDOW, USE_SOFTCAP, USE_DOT)
-    for t in range(tl.maximum(s_lo, u_lo), tl.minimum(s_hi, u_hi)):
+    for t in range(tl.maximum(s_first, u_lo), tl.minimum(s_hi, u_hi)):
         acc, m_i, l_i = _tile(acc, m_i, l_i, q, t, k_ptr, v_ptr, bt_row, k_head, v_head,
                               stride_kb, stride_ks, stride_vb, stride_vs, row_pos, seq_len, window, qk_scale,
                               soft_cap, HEAD, HEAD_PAD, BLOCK_SIZE, BLOCK_N, False, USE_WINDOW, USE_SOFTCAP, USE_DOT)
-    for t in range(tl.maximum(s_lo, u_hi), s_hi):
+    for t in range(tl.maximum(s_first, u_hi), s_hi):
         acc, m_i, l_i = _tile(acc, m_i, l_i, q, t, k_ptr, v_ptr, bt_row, k_head, v_head,
                               stride_kb, stride_ks, stride_vb, stride_vs, row_pos, seq_len, window, qk_scale,
                               soft_cap, HEAD, HEAD_PAD, BLOCK_SIZE, BLOCK_N, True, USE_WINDOW, USE_SOFTCAP, USE_DOT)
@@ -283,6 +239,7 @@ def unified_attention(
     max_query_len: int | None = None,
     max_seq_len: int | None = None,
     num_segments: int | None = None,
+    early: bool | None = None,
 ) -> torch.Tensor:
     """Causal attention of a mixed prefill/decode batch over a paged KV cache (Triton).
 
@@ -299,6 +256,9 @@ def unified_attention(
         num_segments: force the grid's split-KV segment count (a power of 2, <= 64); None picks it
             from the compute-unit count and ``max_seq_len``. Fused split-KV (CONFIGS
             "fused_reduce") shares per-device counters: no concurrent launches on two streams.
+        early: read each segment's first KV tile (the rows of earlier steps) before waiting for
+            the previous kernel (``attention_tile.early_tile``); None: with PDL, where the grid has
+            at most CONFIGS' ``early_programs_per_cu`` programs per compute unit.
 
     Raises:
         ValueError: unsupported dtype, head size (> 256), a head count that is not a multiple of
@@ -334,9 +294,9 @@ def unified_attention(
     block_q = block_m // group
     n_qblocks = T // block_q + num_reqs
     nseg = num_segments
+    cus = num_cus(q.device.index or 0) if q.is_cuda else 60
     if nseg is None:
         busy = num_reqs if kind == "decode" else min(n_qblocks, num_reqs * -(-max_query_len // block_q))
-        cus = num_cus(q.device.index or 0) if q.is_cuda else 60
         nseg = pick_segments(cfg, busy * hkv, max_seq_len, block_n, cus, max_query_len)
     use_cap = soft_cap is not None and soft_cap > 0
     use_win = sliding_window is not None and sliding_window > 0
@@ -345,6 +305,8 @@ def unified_attention(
     parts = _alloc_partials(T, hq, nseg, head_pad, q.device) if nseg > 1 else (out, out, out)  # fp32 partials
     cnt = ticket_counters(q.device) if flags["FUSED"] else seq_lens  # unused when not fused
     pdl = pdl_enabled(q.device)
+    if early is None:  # the early tile's registers cost occupancy: only for grids of about one wave
+        early = pdl and n_qblocks * hkv * nseg <= cfg.get("early_programs_per_cu", 0) * cus
     unified_attention_kernel[(n_qblocks, hkv, nseg)](
         q, k_cache, v_cache, out, *parts, cnt,
         query_start_loc, seq_lens, block_table,
@@ -354,7 +316,8 @@ def unified_attention(
         out.stride(0), out.stride(1), block_table.stride(0),
         NUM_HEADS=hq, GROUP=group, HEAD=d, HEAD_PAD=head_pad, BLOCK_SIZE=block_size,
         BLOCK_Q=block_q, BLOCK_M=block_m, BLOCK_N=block_n, NUM_SEGMENTS=nseg,
-        USE_WINDOW=use_win, USE_SOFTCAP=use_cap, USE_DOT=use_dot, PDL=pdl, **flags, **opts, **launch_kwargs(pdl),
+        USE_WINDOW=use_win, USE_SOFTCAP=use_cap, USE_DOT=use_dot, PDL=pdl, EARLY=early,
+        **flags, **opts, **launch_kwargs(pdl),
     )
     if nseg > 1 and not flags["FUSED"]:
         reduce_segments(*parts, out, query_start_loc, seq_lens, num_reqs, d, block_q=block_q, block_n=block_n,

@@ -38,7 +38,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gfx906_llm.kernels.gfx906.pdl import launch_kwargs, pdl_start
+from gfx906_llm.kernels.gfx906.pdl import launch_kwargs, pdl_launch, pdl_wait
 
 MAX_SEGMENTS = 64
 MAX_TICKETS = 1 << 16  # (query tile, KV head) counters of the fused form, per device
@@ -209,14 +209,14 @@ def reduce_segments_kernel(
     BLOCK_Q: tl.constexpr, BLOCK_N: tl.constexpr, MIN_TILES: tl.constexpr, USE_WINDOW: tl.constexpr,
     PDL: tl.constexpr = False,
 ):
-    pdl_start(PDL)  # pdl.py: before any load and any early return
+    pdl_launch(PDL)  # pdl.py: the step's inputs are read before the wait, the partials after it
     t = tl.program_id(0)
     h = tl.program_id(1)
-    if t >= tl.load(qsl_ptr + num_reqs):
-        return  # padding token: no request wrote partials for it
+    n_tokens = tl.load(qsl_ptr + num_reqs)
     base = (t.to(tl.int64) * NUM_HEADS + h) * NUM_SEGMENTS
     offs_s = tl.arange(0, NUM_SEGMENTS)
     s_ok = offs_s >= 0
+    n_act = NUM_SEGMENTS
     if MIN_TILES > 0:  # the attention kernel's segment count for this token's query tile
         lo = 0
         hi = num_reqs
@@ -232,9 +232,12 @@ def reduce_segments_kernel(
         q_lo = (t - q_start) // BLOCK_Q * BLOCK_Q
         t_lo, t_hi = kv_tile_range(ctx, q_lo, tl.minimum(q_lo + BLOCK_Q, q_len), window, USE_WINDOW, BLOCK_N)
         n_act, _ = active_segments(t_hi - t_lo, MIN_TILES, NUM_SEGMENTS)
-        if n_act == 1:
-            return  # the attention kernel wrote this row itself
         s_ok = offs_s < n_act  # only segments written by this launch (no stale partials)
+    pdl_wait(PDL)
+    if t >= n_tokens:
+        return  # padding token: no request wrote partials for it
+    if n_act == 1:
+        return  # the attention kernel wrote this row itself (adaptive split)
     offs_d = tl.arange(0, HEAD_PAD)
     m = tl.load(part_m_ptr + base + offs_s, mask=s_ok, other=float("-inf"))  # [S]
     l = tl.load(part_l_ptr + base + offs_s, mask=s_ok, other=0.0)

@@ -8,10 +8,17 @@ executed ``griddepcontrol.launch_dependents``; ``griddepcontrol.wait`` then bloc
 previous grid has completed and its memory is visible (CUDA programming guide, "Programmatic
 Dependent Launch and Synchronization"; CUDA graphs keep it as a programmatic edge).
 
-The rule every kernel here follows: ``pdl_start`` (launch dependents, then wait) at the very top,
+The rule every kernel here follows: ``pdl_launch`` (launch dependents) at the very top, ``pdl_wait``
 before any global store and before any early return, so that a grid's completion implies the
-completion of every grid before it. The W4A16 GEMV may issue L2 prefetches of its first weight
-blocks (constant data: no hazard) between the two (``GFX906_LLM_PDL_PREFETCH``, default 0).
+completion of every grid before it. Between the two a kernel may only read what no kernel of the
+step writes: weights and other constants, the step's inputs (positions, slot mapping, seq_lens,
+block table, query_start_loc: uploaded before the step's first kernel, which launches without PDL),
+and KV-cache rows of earlier steps. A grid may start as soon as its predecessor's programs have
+all begun, so the kernel two back may still be running: reading its output before the wait is a
+race. What the kernels read early: the RMSNorm weight, the rotary table and positions
+(``qkv_rope_cache``), the first KV tile of earlier steps (attention), the first weight block and
+its scales of short W4A16 splits (``PRELOAD``). The W4A16 GEMV may also issue L2 prefetches of its
+first weight blocks (``GFX906_LLM_PDL_PREFETCH``, default 0).
 
 Measured on an H100 with the 8B-shaped GPTQ model, graph-replayed decode steps (NOTES_e2e.md,
 session 5), one device call each:

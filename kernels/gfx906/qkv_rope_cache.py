@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gfx906_llm.kernels.gfx906.pdl import pdl_kwargs, pdl_start
+from gfx906_llm.kernels.gfx906.pdl import pdl_kwargs, pdl_launch, pdl_wait
 from gfx906_llm.kernels.reference import _check_qkv_rope_cache
 
 # Launch settings per arch (Platform.config_key). Grid (token, head blocks: q's, then k's, then
@@ -105,7 +105,7 @@ def qkv_rope_cache_kernel(
     HAS_BIAS: tl.constexpr, Q_NORM: tl.constexpr, K_NORM: tl.constexpr, ZERO_WS: tl.constexpr,
     PDL: tl.constexpr = False,
 ):
-    pdl_start(PDL)  # pdl.py: before any load and store
+    pdl_launch(PDL)  # pdl.py
     HALF: tl.constexpr = HEAD_DIM // 2
     Q_BLOCKS: tl.constexpr = (NUM_Q_HEADS + BLOCK_H - 1) // BLOCK_H
     KV_BLOCKS: tl.constexpr = (NUM_KV_HEADS + BLOCK_H - 1) // BLOCK_H
@@ -115,6 +115,13 @@ def qkv_rope_cache_kernel(
     offs_h = tl.arange(0, BLOCK_H)
     offs_d = tl.arange(0, HALF_PAD)
     dmask = offs_d < HALF
+    # the step's inputs and the constant rotary table: with PDL read while the projection still
+    # runs (no kernel of the step writes them); v programs do not use cos/sin, q programs the slot
+    pos = tl.load(pos_ptr + t).to(tl.int64)
+    cos = tl.load(cs_ptr + pos * stride_cs + offs_d, mask=dmask, other=0.0)[None, :]  # [1, HALF_PAD] fp32
+    sin = tl.load(cs_ptr + pos * stride_cs + HALF + offs_d, mask=dmask, other=0.0)[None, :]
+    slot = tl.load(slot_ptr + t, mask=t < n_slots, other=-1).to(tl.int64)
+    pdl_wait(PDL)  # qkv and every store come after this
     if hb < Q_BLOCKS:
         h = hb * BLOCK_H + offs_h  # [BLOCK_H] q heads
         mask = (h < NUM_Q_HEADS)[:, None] & dmask[None, :]
@@ -123,9 +130,6 @@ def qkv_rope_cache_kernel(
                         HAS_BIAS, ZERO_WS)
         x2 = _load_half(x_ptr, bias_ptr, t, cols + HALF, stride_xt, stride_xs, num_splits, mask, dtype, PARTIALS,
                         S_PAD, HAS_BIAS, ZERO_WS)
-        pos = tl.load(pos_ptr + t).to(tl.int64)
-        cos = tl.load(cs_ptr + pos * stride_cs + offs_d, mask=dmask, other=0.0)[None, :]  # [1, HALF_PAD] fp32
-        sin = tl.load(cs_ptr + pos * stride_cs + HALF + offs_d, mask=dmask, other=0.0)[None, :]
         if Q_NORM:
             x1, x2 = _rms_heads(x1, x2, qw_ptr, offs_d, dmask, eps, norm_offset, dtype, HEAD_DIM)
         dst = q_out_ptr + t * stride_ot + h[:, None] * stride_oh + offs_d[None, :]
@@ -133,7 +137,6 @@ def qkv_rope_cache_kernel(
         tl.store(dst + HALF, (x2 * cos + x1 * sin).to(dtype), mask=mask)
     else:
         # k and v programs of padding tokens (negative slot, or past slot_mapping) write nothing
-        slot = tl.load(slot_ptr + t, mask=t < n_slots, other=-1).to(tl.int64)
         if slot >= 0:
             blk = slot // BLOCK_SIZE
             off = slot % BLOCK_SIZE
@@ -145,9 +148,6 @@ def qkv_rope_cache_kernel(
                                 S_PAD, HAS_BIAS, ZERO_WS)
                 x2 = _load_half(x_ptr, bias_ptr, t, cols + HALF, stride_xt, stride_xs, num_splits, mask, dtype,
                                 PARTIALS, S_PAD, HAS_BIAS, ZERO_WS)
-                pos = tl.load(pos_ptr + t).to(tl.int64)
-                cos = tl.load(cs_ptr + pos * stride_cs + offs_d, mask=dmask, other=0.0)[None, :]
-                sin = tl.load(cs_ptr + pos * stride_cs + HALF + offs_d, mask=dmask, other=0.0)[None, :]
                 if K_NORM:
                     x1, x2 = _rms_heads(x1, x2, kw_ptr, offs_d, dmask, eps, norm_offset, dtype, HEAD_DIM)
                 dst = k_cache_ptr + blk * stride_kcb + off * stride_kcs + h[:, None] * stride_kch + offs_d[None, :]

@@ -16,7 +16,7 @@ import torch
 import triton
 import triton.language as tl
 
-from gfx906_llm.kernels.gfx906.pdl import pdl_kwargs, pdl_start
+from gfx906_llm.kernels.gfx906.pdl import pdl_kwargs, pdl_launch, pdl_wait
 from gfx906_llm.layers.splitk import SplitKPartials
 
 # One program per row holds the whole row (BLOCK = next power of 2 of the hidden size) in
@@ -50,7 +50,7 @@ def rms_norm_kernel(
     HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr, FROM_WS: tl.constexpr, HAS_BIAS: tl.constexpr,
     ZERO_WS: tl.constexpr, PDL: tl.constexpr = False,
 ):
-    pdl_start(PDL)  # pdl.py
+    pdl_launch(PDL)  # pdl.py
     # row = (outer, inner) index into x [..., (inner,) n_cols]: lets q/k norms read [T, H, D] views of qkv
     row = tl.program_id(0).to(tl.int64)
     ro = row // inner
@@ -58,9 +58,10 @@ def rms_norm_kernel(
     cols = tl.arange(0, BLOCK)
     mask = cols < n_cols
     # the weight first: it comes from HBM (evicted by the weight stream between layers) while x
-    # and the residual were just written (L2); issued before the cross-warp sum's barrier, its
-    # latency overlaps theirs
+    # and the residual were just written (L2). A constant, so with PDL it is loaded before the
+    # wait, while the previous kernel still runs; without PDL its latency overlaps x's.
     w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    pdl_wait(PDL)  # x, the residual and every store come after this
     if FROM_WS:  # x: fp32 split-K partials [n_split, rows, n_cols] (or the accumulator, n_split 1)
         x = tl.zeros([BLOCK], dtype=tl.float32)
         for s in range(n_split):

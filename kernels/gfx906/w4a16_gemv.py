@@ -31,7 +31,9 @@ column tile sums them in a fixed order (one deterministic launch; the counters a
 device: no concurrent launches on two streams); else ``splitk_reduce.py``, a second launch; or
 ``ATOMIC`` (CUDA decode), fp32 ``atomic_add`` into the device's zeroed split-K accumulator
 (``gfx906_llm.layers.splitk``) that the consumer reads as one row and zeroes (not bit-exact
-between runs: fp32 adds in arrival order).
+between runs: fp32 adds in arrival order). ``PRELOAD`` (HALF2, one row, CUDA with PDL): the split's
+first weight block and its scales are loaded before ``griddepcontrol.wait`` (``pdl.py``), so a
+short split's weight read overlaps the kernels before it; launch settings: ``w4a16_gemv_config.py``.
 """
 
 from __future__ import annotations
@@ -48,79 +50,12 @@ from gfx906_llm.kernels.gfx906.splitk_reduce import sum_or_defer
 from gfx906_llm.kernels.gfx906.pdl import (launch_kwargs, pdl_enabled, pdl_launch, pdl_wait, prefetch_blocks,
                                            prefetch_l2)
 from gfx906_llm.layers.splitk import accumulator_buffer
-from gfx906_llm.kernels.gfx906.w4a16_half2 import _half2_dot, _half2_prep, _x_pairs  # noqa: F401
+from gfx906_llm.kernels.gfx906.w4a16_gemv_config import CONFIGS, _CUDA_H2, config_key, gemv_launch_params  # noqa: F401
+from gfx906_llm.kernels.gfx906.w4a16_half2 import (_half2_dot, _half2_prep, _half2_scales, _unpack_q4,  # noqa: F401
+                                                   _x_pairs)
 
 
 P_ROWS = 16  # == gfx906_llm.quant.packing.INTERLEAVE
-
-# GEMV settings per arch. "m1": the FMA path (M == 1), with "HALF2" (use the half2 path where it
-# applies: 4-bit, GROUP % 32 == 0, fp16 x), "ASM" (its PTX form) and "half2" (its launch settings);
-# "half2_m": BLOCK_M (2, 4) -> HALF2 settings for M = 2..4 rows; "dot" maps the BLOCK_M bucket to
-# BLOCK_N; programs_per_cu sets split-K; dot_min_m pads dot rows (16 where matrix cores or
-# NVIDIA's tl.dot need it); PREFETCH: the register double buffer of the next K block.
-# gfx906 (wave64, 60 CUs, 256 VGPRs/lane, no matrix cores, ~880 GB/s read):
-#  - 4-bit weights arrive at ~1.76e12/s and the chip issues ~6.6e12 lane-ops/s: <= ~4 VALU ops
-#    per weight. The K loop of the M == 1 kernel compiles to v_bfe_u32 + v_cvt_f32_ubyte0 +
-#    v_fma_mix_f32 (fp16 x used directly) per weight, 4.7 VALU ops per weight in all (scales,
-#    zeros and moves included): ALU-bound near 80% of HBM speed. MAGIC off: the exponent trick
-#    takes 5.5 (conversions are full rate on GCN).
-#  - HALF2 off: its portable form (the emulation the CPU tests run) took 105 VGPRs (2 waves/SIMD)
-#    against 64. GCN asm (v_and_or_b32 with the same masks, v_pk_add_f16 / v_pk_fma_f16 for q - z,
-#    v_dot2_f32_f16: ~1.6 VALU ops per weight) is the next step there; it needs a card.
-#  - M == 1: BLOCK_N=128 on 4 waves = 8 int32 per lane per block (two global_load_dwordx4),
-#    63 VGPRs = 4 waves/SIMD to hide HBM latency; the [P, BLOCK_N] tile keeps the reduction out
-#    of the loop. num_stages=1 and no PREFETCH: waves hide latency, not VGPR copies.
-#  - M > 1: tl.dot lowers to v_dot2_f32_f16 FMA code, which needs no padding to 16 rows
-#    (dot_min_m=1) and no EXPAND (its permutes would round-trip LDS): one dot per chunk.
-#    BLOCK_N 64/32 keeps VGPRs at 78-91 (2-3 waves/SIMD, no scratch).
-#  - split-K targets 8 programs per CU (480), bounded by the number of K blocks.
-#  - EVEN_K off: without K masks all 8 chunks' x loads are hoisted: 63 -> 98 VGPRs (4 -> 2 waves).
-# gfx90a / gfx942 / gfx1100: like gfx906 for M == 1; M > 1 pads to 16 rows for MFMA/WMMA, per-chunk
-#   dots (EXPAND: 2x the VGPRs on gfx942). gfx1100 dots on 4 warps (8 spilled; 4 take 110 VGPRs).
-# cuda (132 SMs; sweeps and per-shape tables in benchmarks/NOTES_w4a16.md):
-#  - M == 1: HALF2 with PTX (2.8 SASS instructions per weight against 5.1 for the FMA path),
-#    BLOCK_N=64 on 2 warps, 16 programs/SM, _CUDA_H2 below: 0.27-0.64 of copy bandwidth on the
-#    five Llama-3-8B shapes. ATOMIC split-K (session 5; session 3 measured the kernel alone at
-#    0.38/0.18/0.67/0.67/0.76 of copy, as fast as with no epilogue): the consumer reads one
-#    accumulator row, so o_proj / down_proj lose their reduce launch (64 per 8B decode step).
-#  - M == 2: HALF2 rows, 64 on 2 warps, 8 programs/SM, ticket epilogue (1.3-1.75x fp16).
-#  - M = 3..4: HALF2 4 rows, 32 on 2 warps, 8 programs/SM, PREFETCH, ticket (1.0-1.2x fp16; 0.5-0.7x
-#    at 4096x28672, whose 896 column tiles leave no split-K: 16 programs/SM is the fix to try).
-#  - M = 5..16: per-chunk tensor-core dots, MAGIC, BLOCK_N=128 on 4 warps, 4 programs/SM,
-#    num_stages=3, ATOMIC (0.74-1.08x fp16). 17..64 rows only when forced (the SWAP GEMM is faster).
-#  - FMA path (M == 1 without HALF2): BLOCK_N=256, 4 warps, 16 programs/SM, plain conversions.
-#    Tried without gain: tiled layout, unrolled loads, PDL's L2 prefetch of the first blocks.
-# default: small tiles and HALF2's portable form for the interpreter (CPU tests run the PTX's logic).
-# HALF2 on CUDA (exp_gemv_layout.py, H200): scales in the weight tile's own layout (TILE_S: no
-# shared-memory conversion and its two barriers per K block), no column masks (EVEN_N), one barrier
-# after the block's loads (PIN: else ptxas sinks each 128-bit weight load to its first use) and
-# evict_first on the weight stream: geometric mean over the 8B shapes 0.317 -> 0.355 of copy.
-_CUDA_H2 = {"TILE_S": True, "EVEN_N": True, "PIN": True, "EVICT": "evict_first"}
-_AMD_DOT = {"BLOCK_N": {2: 64, 4: 64, 8: 64, 16: 64}, "num_warps": 4, "programs_per_cu": 8, "dot_min_m": 16,
-            "EXPAND": False, "MAGIC": False}
-CONFIGS: dict[str, dict] = {
-    "gfx906": {"m1": {"BLOCK_N": 128, "num_warps": 4, "programs_per_cu": 8, "MAGIC": False},
-               "dot": dict(_AMD_DOT, BLOCK_N={2: 64, 4: 64, 8: 32, 16: 32}, dot_min_m=1),
-               "num_stages": 1, "EVEN_K": False},
-    "gfx90a": {"m1": {"BLOCK_N": 128, "num_warps": 4, "programs_per_cu": 8, "MAGIC": False}, "dot": _AMD_DOT,
-               "num_stages": 1, "EVEN_K": True},
-    "gfx942": {"m1": {"BLOCK_N": 128, "num_warps": 4, "programs_per_cu": 8, "MAGIC": False}, "dot": _AMD_DOT,
-               "num_stages": 1, "EVEN_K": True},
-    "gfx1100": {"m1": {"BLOCK_N": 128, "num_warps": 8, "programs_per_cu": 8, "MAGIC": False},
-                "dot": _AMD_DOT, "num_stages": 1, "EVEN_K": True},
-    "cuda": {"m1": {"BLOCK_N": 256, "num_warps": 4, "programs_per_cu": 16, "MAGIC": False, "HALF2": True, "ASM": True,
-                    "half2": dict(_CUDA_H2, BLOCK_N=64, num_warps=2, programs_per_cu=16, ATOMIC=True)},
-             "half2_m": {2: {"BLOCK_N": 64, "num_warps": 2, "programs_per_cu": 8},  # _CUDA_H2: 0.32-0.36 vs 0.38-0.43
-                         4: dict(_CUDA_H2, BLOCK_N=32, num_warps=2, programs_per_cu=8, PREFETCH=True)},
-             "dot": {"BLOCK_N": {2: 128, 4: 128, 8: 128, 16: 128, 32: 128, 64: 128}, "num_warps": 4, "programs_per_cu": 4,
-                     "dot_min_m": 16, "EXPAND": False, "MAGIC": True, "num_stages": 3, "ATOMIC": True},
-             "num_stages": 1, "EVEN_K": True},
-    "default": {"m1": {"BLOCK_N": 64, "num_warps": 4, "programs_per_cu": 4, "MAGIC": False, "HALF2": True},
-                "half2_m": {2: {"BLOCK_N": 32, "num_warps": 4, "programs_per_cu": 4},
-                            4: {"BLOCK_N": 32, "num_warps": 4, "programs_per_cu": 4}},
-                "dot": dict(_AMD_DOT, BLOCK_N={2: 64, 4: 32, 8: 32, 16: 32}, programs_per_cu=4),
-                "num_stages": 1, "EVEN_K": True},
-}
 
 
 @triton.jit
@@ -141,7 +76,7 @@ def w4a16_gemv_kernel(
     HALF2: tl.constexpr = False, ASM: tl.constexpr = False, PREFETCH: tl.constexpr = False,
     EVICT: tl.constexpr = "", TILE_S: tl.constexpr = False, EVEN_N: tl.constexpr = False,
     PIN: tl.constexpr = False, TICKET: tl.constexpr = True, ATOMIC: tl.constexpr = False,
-    PDL: tl.constexpr = False, PF_BLOCKS: tl.constexpr = 0,
+    PDL: tl.constexpr = False, PF_BLOCKS: tl.constexpr = 0, PRELOAD: tl.constexpr = False,
 ):
     P: tl.constexpr = 16
     PACK: tl.constexpr = 32 // BITS
@@ -168,17 +103,27 @@ def w4a16_gemv_kernel(
     kb_hi = tl.minimum(kb_lo + blocks_per_split, num_kblocks)
     w_ptrs = qw_ptr + offs_p[:, None] * N + offs_n[None, :]
     W_STEP = P * N
-    if PDL:  # pdl.py: the first PF_BLOCKS weight blocks go to L2 while the previous kernel ends
-        pdl_launch(PDL)
+    pdl_launch(PDL)  # pdl.py: before the wait only the weight and its scales are read
+    if PDL:  # the first PF_BLOCKS weight blocks go to L2 while the previous kernel ends
         LINES: tl.constexpr = BLOCK_N // 32 if BLOCK_N >= 32 else 1  # 128-byte lines per tile row
         offs_l = pid_n * BLOCK_N + tl.arange(0, LINES) * 32
         for b in tl.static_range(PF_BLOCKS):
             prefetch_l2(qw_ptr + (kb_lo + b) * W_STEP + offs_p[:, None] * N + offs_l[None, :],
                         (offs_p[:, None] >= 0) & (offs_l < N)[None, :] & (kb_lo + b < kb_hi), qw_ptr, PDL)
-        pdl_wait(PDL)  # x, the scales' users and every store come after this
+    if PRELOAD:  # HALF2, one row: the split's first block and its scales loaded before the wait
+        w0 = _wload(w_ptrs + kb_lo * W_STEP, mask_n, EVEN_N, EVICT)
+        za1, za16, zb1, zb16, s0, s2, s4, s6 = _half2_scales(kb_lo, s_ptr, z_ptr, offs_n, mask_n, N, GROUP, HAS_ZP,
+                                                             TILE_S, EVEN_N, PIN)
+    pdl_wait(PDL)  # x and every store come after this
+    kb_first = kb_lo
+    if PRELOAD:
+        t0, t1, t2, t3 = _unpack_q4(w0, za1, za16, zb1, zb16, ASM)
+        xa0, xa1, xa2, xa3 = _x_pairs(x_ptr, perm_ptr, kb_lo * KB, offs_p, K, HAS_PERM, EVEN_K, ASM)
+        acc2 += _half2_dot(t0, t1, t2, t3, s0, s2, s4, s6, xa0, xa1, xa2, xa3, GROUP, ASM)
+        kb_first = kb_lo + 1
     if PREFETCH:  # register double buffer: block kb + 1 is in flight while block kb is computed
         w_next = _wload(w_ptrs + kb_lo * W_STEP, mask_n, EVEN_N, EVICT)  # splits are never empty
-    for kb in range(kb_lo, kb_hi):
+    for kb in range(kb_first, kb_hi):
         if PREFETCH:
             w = w_next  # the last iteration reloads its own block (a cache hit) instead of a K mask
             w_next = _wload(w_ptrs + tl.minimum(kb + 1, kb_hi - 1) * W_STEP, mask_n, EVEN_N, EVICT)
@@ -265,13 +210,6 @@ def w4a16_gemv_kernel(
 
 
 @functools.lru_cache(maxsize=None)
-def config_key() -> str:
-    from gfx906_llm.platform import detect_platform
-
-    return detect_platform().config_key
-
-
-@functools.lru_cache(maxsize=None)
 def num_cus(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).multi_processor_count
@@ -287,45 +225,6 @@ def ticket_counters(device: torch.device) -> torch.Tensor:
     if device not in _COUNTERS:
         _COUNTERS[device] = torch.zeros(MAX_COLUMN_TILES, dtype=torch.int32, device=device)
     return _COUNTERS[device]
-
-
-def gemv_launch_params(M: int, N: int, num_kblocks: int, cus: int, arch: str | None = None,
-                       override: dict | None = None, half2_ok: bool = True) -> dict:
-    """Tile, warps, split-K for ``M`` rows (up to 64; the dispatcher sends at most w4a16_gemm's
-    ``gemv_max_m`` here, 16 on every arch today) on ``cus`` compute
-    units (``override``: benchmarks).
-    ``half2_ok``: the weight and x allow the HALF2 path (4-bit, GROUP % 32 == 0, fp16 x); it
-    is taken for M <= 4 where the arch's "m1" / "half2_m" settings (or ``override``) ask for it."""
-    cfg = CONFIGS[arch or config_key()]
-    block_m = max(1, triton.next_power_of_2(M))
-    ov = dict(override or {})
-    c1, h2m = cfg["m1"], cfg.get("half2_m", {})  # half2_m: BLOCK_M -> HALF2 launch settings for M > 1
-    default_h2 = c1.get("HALF2", False) if block_m == 1 else block_m in h2m
-    if half2_ok and ov.pop("HALF2", default_h2) and not ov.get("USE_DOT", False) and block_m <= 4:
-        c = dict(c1, **c1.get("half2", {})) if block_m == 1 else h2m.get(block_m, c1.get("half2", c1))
-        p = dict(BLOCK_M=block_m, BLOCK_N=c["BLOCK_N"], num_warps=c["num_warps"], programs_per_cu=c["programs_per_cu"],
-                 USE_DOT=False, EXPAND=False, MAGIC=False, HALF2=True, ASM=c1.get("ASM", False))
-    elif block_m == 1 and not ov.get("USE_DOT", False):
-        c = c1
-        p = dict(BLOCK_M=1, BLOCK_N=c1["BLOCK_N"], num_warps=c1["num_warps"], programs_per_cu=c1["programs_per_cu"],
-                 USE_DOT=False, EXPAND=False, MAGIC=c1["MAGIC"], HALF2=False, ASM=False)
-    else:
-        c = cfg["dot"]
-        bn = c["BLOCK_N"]
-        p = dict(BLOCK_M=max(block_m, c["dot_min_m"]), BLOCK_N=bn.get(max(block_m, 2), bn[max(bn)]), num_warps=c["num_warps"],
-                 programs_per_cu=c["programs_per_cu"], USE_DOT=True, EXPAND=c["EXPAND"], MAGIC=c["MAGIC"],
-                 HALF2=False, ASM=False)
-    p.update(num_stages=c.get("num_stages", cfg["num_stages"]), PREFETCH=c.get("PREFETCH", False),
-             **{key: c[key] for key in ("TILE_S", "EVEN_N", "PIN", "EVICT", "REDUCE_LAUNCH", "ATOMIC") if key in c})
-    p["EVEN_K"] = cfg["EVEN_K"]
-    ov.pop("HALF2", None)
-    p.update(ov)
-    n_tiles = triton.cdiv(N, p["BLOCK_N"])
-    want = max(1, p.pop("programs_per_cu") * cus // n_tiles)
-    bps = triton.cdiv(num_kblocks, min(want, num_kblocks))
-    p["blocks_per_split"] = bps
-    p["SPLIT_K"] = triton.cdiv(num_kblocks, bps)
-    return p
 
 
 def gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor | None,
@@ -360,7 +259,8 @@ def gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: to
         HALF2=p["HALF2"], ASM=p["ASM"], PREFETCH=p["PREFETCH"], EVICT=p.get("EVICT", ""),
         TILE_S=p.get("TILE_S", False), EVEN_N=p.get("EVEN_N", False) and N % p["BLOCK_N"] == 0, PIN=p.get("PIN", False),
         TICKET=not reduce_launch, ATOMIC=atomic, PDL=pdl, PF_BLOCKS=prefetch_blocks() if pdl else 0,
-        num_warps=p["num_warps"], num_stages=p["num_stages"],
+        PRELOAD=p.get("PRELOAD", False) and p["HALF2"] and p["BLOCK_M"] == 1 and not p["PREFETCH"],
+        num_warps=p["num_warps"], num_stages=p["num_stages"], **({"maxnreg": p["maxnreg"]} if p.get("maxnreg") else {}),
         **launch_kwargs(pdl))
     if reduce_launch:
         return sum_or_defer(ws, bias, out, config_key(), defer_reduce, accumulator=atomic)

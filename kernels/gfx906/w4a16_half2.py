@@ -164,6 +164,17 @@ def _half2_prep(w, kb, s_ptr, z_ptr, offs_n, mask_n, N, GROUP: tl.constexpr, HAS
     ``[P, BLOCK_N]`` tiles (rows equal) in the weight tile's layout, so no layout conversion; the
     scales are then ``[P, BLOCK_N]`` instead of ``[1, BLOCK_N]``. ``EVEN_N``: no column masks.
     ``PIN``: a CTA barrier after the loads, keeping the block's loads in flight together."""
+    za1, za16, zb1, zb16, s0, s2, s4, s6 = _half2_scales(kb, s_ptr, z_ptr, offs_n, mask_n, N, GROUP, HAS_ZP,
+                                                         TILE_S, EVEN_N, PIN)
+    t0, t1, t2, t3 = _unpack_q4(w, za1, za16, zb1, zb16, ASM)
+    return t0, t1, t2, t3, s0, s2, s4, s6
+
+
+@triton.jit
+def _half2_scales(kb, s_ptr, z_ptr, offs_n, mask_n, N, GROUP: tl.constexpr, HAS_ZP: tl.constexpr,
+                  TILE_S: tl.constexpr, EVEN_N: tl.constexpr, PIN: tl.constexpr):
+    """The loads of ``_half2_prep``: the half2 zero offsets ``za1, za16, zb1, zb16`` of
+    ``_unpack_q4`` and the scales ``s0, s2, s4, s6`` of K block ``kb``."""
     P: tl.constexpr = 16
     k0 = kb * 8 * P
     if TILE_S:  # [P, BLOCK_N] loads in the weight tile's own layout: no layout conversion per block
@@ -190,8 +201,7 @@ def _half2_prep(w, kb, s_ptr, z_ptr, offs_n, mask_n, N, GROUP: tl.constexpr, HAS
         s0, s2, s4, s6 = s0[None, :], s2[None, :], s4[None, :], s6[None, :]
     if PIN:  # a barrier after the block's loads: ptxas otherwise sinks each 128-bit load to its use
         tl.debug_barrier()
-    t0, t1, t2, t3 = _unpack_q4(w, za1, za16, zb1, zb16, ASM)
-    return t0, t1, t2, t3, s0, s2, s4, s6
+    return za1, za16, zb1, zb16, s0, s2, s4, s6
 
 
 @triton.jit

@@ -43,7 +43,7 @@ def make_batch(pairs, hq, hkv, d, bs, dtype=torch.float16, pad_rows=2):
 
 
 def run_case(pairs, hq, hkv, d, bs, sliding_window=None, soft_cap=None, num_segments=None, hint=True,
-             max_seq_len=None, batch=None):
+             max_seq_len=None, batch=None, early=None):
     q, kc, vc, qsl, sl, bt = batch or make_batch(pairs, hq, hkv, d, bs)
     scale = d ** -0.5
     ref = reference.paged_attention(q, kc, vc, qsl, sl, bt, scale, sliding_window=sliding_window, soft_cap=soft_cap)
@@ -51,7 +51,7 @@ def run_case(pairs, hq, hkv, d, bs, sliding_window=None, soft_cap=None, num_segm
     hints = {"max_query_len": max(p[0] for p in pairs),
              "max_seq_len": max_seq_len or max(sum(p) for p in pairs)} if hint else {}
     res = attention.unified_attention(q, kc, vc, qsl, sl, bt, scale, sliding_window=sliding_window,
-                                      soft_cap=soft_cap, out=out, num_segments=num_segments, **hints)
+                                      soft_cap=soft_cap, out=out, num_segments=num_segments, early=early, **hints)
     assert res is out
     n = int(qsl[-1])
     err = (out[:n].float() - ref[:n].float()).abs().max().item()
@@ -81,6 +81,25 @@ CASES = {
 def test_matches_reference(name):
     pairs, hq, hkv, d, bs, kw = CASES[name]
     run_case(pairs, hq, hkv, d, bs, **kw)
+
+
+@pytest.mark.parametrize("early", [True, False])
+@pytest.mark.parametrize("name", ["chunked_prefill_ctx", "block_edges_bs16", "mixed_g8_bs32", "split_decode",
+                                  "split_mixed_window", "split_softcap_more_segs_than_tiles", "d80_padded_g3"])
+def test_early_first_tile(name, early):
+    """The first KV tile of each segment read in two parts (attention_tile.early_tile: the rows of
+    earlier steps, then this step's rows), on and off whatever PDL says: chunks whose first tile
+    holds both, decode tokens, split segments, windows, padded heads."""
+    pairs, hq, hkv, d, bs, kw = CASES[name]
+    run_case(pairs, hq, hkv, d, bs, early=early, **kw)
+
+
+@pytest.mark.parametrize("name", ["decode_only_g4", "chunked_prefill_ctx", "split_decode"])
+def test_early_first_tile_gfx906(monkeypatch, name):
+    """The early tile on the FMA decode path (K as [N, D], no tl.dot)."""
+    monkeypatch.setattr(attention, "_config_key", lambda: "gfx906")
+    pairs, hq, hkv, d, bs, kw = CASES[name]
+    run_case(pairs, hq, hkv, d, bs, early=True, **kw)
 
 
 @pytest.mark.parametrize("name", ["decode_only_g4", "mixed_g8_bs32", "split_decode", "d256", "sliding_window"])

@@ -149,6 +149,23 @@ def test_gemv_prefetch(M, ov):
     torch.testing.assert_close(y.float(), ref, rtol=2e-3, atol=2e-3 * ref.abs().max().item())
 
 
+@pytest.mark.parametrize("bits,group,asym,act_order,K,N", [CASES[0], CASES[1], CASES[2]])
+@pytest.mark.parametrize("ppc", [1, 2, 16])
+def test_gemv_preload(bits, group, asym, act_order, K, N, ppc):
+    """PRELOAD (HALF2, one row): each split's first K block loaded and unpacked before the PDL wait,
+    the rest in the loop; splits of several blocks, of one block (the loop does not run) and
+    uneven splits; with CUDA's tile settings and the split-K accumulator, and with the ticket."""
+    t, gs, w = make_weight(K, N, bits, group, asym, act_order)
+    x = torch.randn(1, K, device=DEV).half()
+    ref = x.float() @ w.t()
+    for extra in ({}, dict(w4a16_gemv._CUDA_H2, ATOMIC=True, BLOCK_N=16)):
+        ov = dict(dict(HALF2=True, PRELOAD=True, programs_per_cu=ppc, BLOCK_N=32), **extra)
+        p = w4a16_gemv.gemv_launch_params(1, N, t["qweight"].shape[0] // 16, 4, override=ov)
+        assert p["PRELOAD"] and p["HALF2"]
+        y = run(x, t, bits, gs, force="gemv", override=ov)
+        torch.testing.assert_close(y.float(), ref, rtol=2e-3, atol=2e-3 * ref.abs().max().item())
+
+
 def test_half2_eligibility():
     """HALF2 only for 4-bit, GROUP a multiple of 32 and fp16 x; otherwise the FMA / dot paths."""
     for arch in ("cuda", "default"):
