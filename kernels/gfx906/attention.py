@@ -74,7 +74,9 @@ _LOG2E = 1.4426950408889634
 #   read before the wait. H100, 8B GPTQ decode (NOTES_e2e.md, session 7): batch 1 (256 programs)
 #   411 -> 430 tok/s, but it takes the decode kernel from 108 to 162 registers (3 programs per SM
 #   instead of 4), and batch 8 (1280 programs, several waves) lost 2.7%: hence only for grids of
-#   at most "early_programs_per_cu" programs per SM.
+#   at most "early_programs_per_cu" programs per SM. Those launches take "decode_early": BLOCK_N 32,
+#   1 stage (served batch 1: 442 -> 462 tok/s; as the plain decode tile it cost 0-16% at batch
+#   8-64 and 8k-32k contexts in bench_attention.py --quick, so the plain tile stays 64 / 2 stages).
 # default: conservative, also what the interpreter runs on CPU.
 _SPLIT = {"programs_per_cu": 4, "min_tiles_per_segment": 4, "adaptive": False, "fused_reduce": False}
 CONFIGS: dict[str, dict] = {
@@ -92,7 +94,7 @@ CONFIGS: dict[str, dict] = {
                 "prefill_d256": {"BLOCK_M": 4, "BLOCK_N": 16, "num_warps": 8, "num_stages": 1, "dot": False}, **_SPLIT},
     "cuda": {"decode": {"BLOCK_N": 64, "num_warps": 4, "num_stages": 2, "dot": True},
              "prefill": {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2}, **_SPLIT,
-             "early_programs_per_cu": 2},
+             "early_programs_per_cu": 2, "decode_early": {"BLOCK_N": 32, "num_warps": 4, "num_stages": 1, "dot": True}},
     "default": {"decode": {"BLOCK_N": 32, "num_warps": 4, "num_stages": 1, "dot": True},
                 "prefill": {"BLOCK_M": 32, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1},
                 **_SPLIT, "min_tiles_per_segment": 2},
@@ -206,8 +208,10 @@ def _config_key() -> str:
     return detect_platform().config_key
 
 
-def _launch_params(cfg: dict, group: int, head_pad: int, max_query_len: int) -> tuple[str, int, int, bool, dict]:
-    """(kind, BLOCK_M, BLOCK_N, USE_DOT, launch options) for this batch."""
+def _launch_params(cfg: dict, group: int, head_pad: int, max_query_len: int,
+                   decode: str = "decode") -> tuple[str, int, int, bool, dict]:
+    """(kind, BLOCK_M, BLOCK_N, USE_DOT, launch options) for this batch; ``decode``: the CONFIGS
+    entry used for a decode batch ("decode", or "decode_early" with the early tile)."""
     def pick(kind: str) -> tuple[dict, int]:  # (settings, head_dim that BLOCK_N is scaled for)
         if head_pad > 128 and f"{kind}_d256" in cfg:  # per-arch override for wide heads
             return cfg[f"{kind}_d256"], 128
@@ -217,7 +221,7 @@ def _launch_params(cfg: dict, group: int, head_pad: int, max_query_len: int) -> 
     pow2_group = triton.next_power_of_2(group)
     m_dec = max(16, pow2_group) if dec.get("dot", True) else pow2_group
     kind = "decode" if max_query_len <= m_dec // group else "prefill"
-    c, wide = pick(kind)
+    c, wide = pick(decode if kind == "decode" else kind)
     use_dot = c.get("dot", True)
     block_m = m_dec if kind == "decode" else max(c["BLOCK_M"], pow2_group)
     block_n = max(16 if use_dot else 8, c["BLOCK_N"] * 128 // wide)
@@ -301,12 +305,20 @@ def unified_attention(
     use_cap = soft_cap is not None and soft_cap > 0
     use_win = sliding_window is not None and sliding_window > 0
     win = int(sliding_window) if use_win else 0
+    pdl = pdl_enabled(q.device)
+    max_early = cfg.get("early_programs_per_cu", 0) * cus
+    if early is None:  # the early tile's registers cost occupancy: only for grids of about one wave
+        early = pdl and n_qblocks * hkv * nseg <= max_early
+    if early and kind == "decode" and "decode_early" in cfg and num_segments is None:
+        # its own tile (CONFIGS), segments re-picked for that tile within the one-wave grid
+        _, block_m2, block_n, use_dot, opts = _launch_params(cfg, group, head_pad, max_query_len, "decode_early")
+        assert block_m2 == block_m, "decode_early must keep decode's rows (same dot setting)"
+        nseg = pick_segments(cfg, num_reqs * hkv, max_seq_len, block_n, cus, max_query_len)
+        while nseg > 1 and n_qblocks * hkv * nseg > max_early:
+            nseg //= 2
     flags = split_flags(cfg, nseg, n_qblocks * hkv, opts["num_warps"], block_m, head_pad)
     parts = _alloc_partials(T, hq, nseg, head_pad, q.device) if nseg > 1 else (out, out, out)  # fp32 partials
     cnt = ticket_counters(q.device) if flags["FUSED"] else seq_lens  # unused when not fused
-    pdl = pdl_enabled(q.device)
-    if early is None:  # the early tile's registers cost occupancy: only for grids of about one wave
-        early = pdl and n_qblocks * hkv * nseg <= cfg.get("early_programs_per_cu", 0) * cus
     unified_attention_kernel[(n_qblocks, hkv, nseg)](
         q, k_cache, v_cache, out, *parts, cnt,
         query_start_loc, seq_lens, block_table,

@@ -102,6 +102,17 @@ def test_early_first_tile_gfx906(monkeypatch, name):
     run_case(pairs, hq, hkv, d, bs, early=True, **kw)
 
 
+@pytest.mark.parametrize("name", ["decode_only_g4", "d256", "sliding_window", "soft_cap"])
+def test_decode_early_tile_settings(monkeypatch, name):
+    """CUDA's settings with the early tile: decode batches take CONFIGS' "decode_early" tile and
+    re-pick their segment count within the one-wave grid (capture-time max_seq_len far above the
+    real lengths, as under a graph)."""
+    monkeypatch.setattr(attention, "_config_key", lambda: "cuda")
+    assert "decode_early" in attention.CONFIGS["cuda"]
+    pairs, hq, hkv, d, bs, kw = CASES[name]
+    run_case(pairs, hq, hkv, d, bs, early=True, max_seq_len=4096, **kw)
+
+
 @pytest.mark.parametrize("name", ["decode_only_g4", "mixed_g8_bs32", "split_decode", "d256", "sliding_window"])
 def test_gfx906_configs(monkeypatch, name):
     """The gfx906 launch settings (FMA decode without tl.dot, the head-256 prefill override)."""
