@@ -14,7 +14,7 @@ import triton
 # BLOCK_N; programs_per_cu sets split-K; dot_min_m pads dot rows (16 where matrix cores or
 # NVIDIA's tl.dot need it); PREFETCH: the register double buffer of the next K block; PRELOAD
 # (HALF2, M == 1, with PDL): each split's first block read before the wait where splits have at
-# most preload_max_blocks blocks (preload_programs_per_cu may re-split those; maxnreg: CUDA's cap).
+# most preload_max_blocks blocks.
 # gfx906 (wave64, 60 CUs, 256 VGPRs/lane, no matrix cores, ~880 GB/s read):
 #  - 4-bit weights arrive at ~1.76e12/s and the chip issues ~6.6e12 lane-ops/s: <= ~4 VALU ops
 #    per weight. The K loop of the M == 1 kernel compiles to v_bfe_u32 + v_cvt_f32_ubyte0 +
@@ -122,18 +122,15 @@ def gemv_launch_params(M: int, N: int, num_kblocks: int, cus: int, arch: str | N
                  HALF2=False, ASM=False)
     p.update(num_stages=c.get("num_stages", cfg["num_stages"]), PREFETCH=c.get("PREFETCH", False),
              **{key: c[key] for key in ("TILE_S", "EVEN_N", "PIN", "EVICT", "REDUCE_LAUNCH", "ATOMIC", "PRELOAD",
-                                        "preload_max_blocks", "preload_programs_per_cu", "maxnreg") if key in c})
+                                        "preload_max_blocks") if key in c})
     p["EVEN_K"] = cfg["EVEN_K"]
     ov.pop("HALF2", None)
     p.update(ov)
     n_tiles = triton.cdiv(N, p["BLOCK_N"])
     ppc = p.pop("programs_per_cu")
     bps = triton.cdiv(num_kblocks, min(max(1, ppc * cus // n_tiles), num_kblocks))
-    # PRELOAD (first block before the PDL wait) where splits are short (the small projections);
-    # its variant holds more registers, so it may ask for fewer, longer splits
+    # PRELOAD (first block before the PDL wait) only where splits are short (the small projections)
     p["PRELOAD"] = p.get("PRELOAD", False) and bps <= p.get("preload_max_blocks", num_kblocks)
-    if p["PRELOAD"] and p.get("preload_programs_per_cu"):
-        bps = triton.cdiv(num_kblocks, min(max(1, p["preload_programs_per_cu"] * cus // n_tiles), num_kblocks))
     p["blocks_per_split"] = bps
     p["SPLIT_K"] = triton.cdiv(num_kblocks, bps)
     return p
