@@ -313,7 +313,7 @@ def unified_attention(
         # its own tile (CONFIGS), segments re-picked for that tile within the one-wave grid
         _, block_m2, block_n, use_dot, opts = _launch_params(cfg, group, head_pad, max_query_len, "decode_early")
         assert block_m2 == block_m, "decode_early must keep decode's rows (same dot setting)"
-        nseg = pick_segments(cfg, num_reqs * hkv, max_seq_len, block_n, cus, max_query_len)
+        nseg = pick_segments(cfg, busy * hkv, max_seq_len, block_n, cus, max_query_len)
         while nseg > 1 and n_qblocks * hkv * nseg > max_early:
             nseg //= 2
     flags = split_flags(cfg, nseg, n_qblocks * hkv, opts["num_warps"], block_m, head_pad)

@@ -259,7 +259,7 @@ def gemv(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor, zeros: to
         HALF2=p["HALF2"], ASM=p["ASM"], PREFETCH=p["PREFETCH"], EVICT=p.get("EVICT", ""),
         TILE_S=p.get("TILE_S", False), EVEN_N=p.get("EVEN_N", False) and N % p["BLOCK_N"] == 0, PIN=p.get("PIN", False),
         TICKET=not reduce_launch, ATOMIC=atomic, PDL=pdl, PF_BLOCKS=prefetch_blocks() if pdl else 0,
-        PRELOAD=p.get("PRELOAD", False) and p["HALF2"] and p["BLOCK_M"] == 1 and not p["PREFETCH"],
+        PRELOAD=p["PRELOAD"],
         num_warps=p["num_warps"], num_stages=p["num_stages"], **launch_kwargs(pdl))
     if reduce_launch:
         return sum_or_defer(ws, bias, out, config_key(), defer_reduce, accumulator=atomic)

@@ -129,8 +129,10 @@ def gemv_launch_params(M: int, N: int, num_kblocks: int, cus: int, arch: str | N
     n_tiles = triton.cdiv(N, p["BLOCK_N"])
     ppc = p.pop("programs_per_cu")
     bps = triton.cdiv(num_kblocks, min(max(1, ppc * cus // n_tiles), num_kblocks))
-    # PRELOAD (first block before the PDL wait) only where splits are short (the small projections)
-    p["PRELOAD"] = p.get("PRELOAD", False) and bps <= p.get("preload_max_blocks", num_kblocks)
+    # PRELOAD (first block before the PDL wait): HALF2 at one row without PREFETCH, only where splits
+    # are short (the small projections)
+    p["PRELOAD"] = (p.get("PRELOAD", False) and p["HALF2"] and p["BLOCK_M"] == 1 and not p["PREFETCH"]
+                    and bps <= p.get("preload_max_blocks", num_kblocks))
     p["blocks_per_split"] = bps
     p["SPLIT_K"] = triton.cdiv(num_kblocks, bps)
     return p
