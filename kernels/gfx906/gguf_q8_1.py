@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
+from gfx906_llm.kernels.gfx906.pdl import pdl_kwargs, pdl_start
 from gfx906_llm.platform import detect_platform
 
 
@@ -52,7 +53,8 @@ def dequantize_q8_1_reference(xq: torch.Tensor, meta: torch.Tensor) -> torch.Ten
 
 
 @triton.jit
-def _q8_1_kernel(x_ptr, xq_ptr, meta_ptr, G, stride_xm, BLOCK_G: tl.constexpr):
+def _q8_1_kernel(x_ptr, xq_ptr, meta_ptr, G, stride_xm, BLOCK_G: tl.constexpr, PDL: tl.constexpr = False):
+    pdl_start(PDL)  # pdl.py: x is the previous kernel's output, nothing is read before the wait
     m = tl.program_id(0)
     g = tl.program_id(1) * BLOCK_G + tl.arange(0, BLOCK_G)[:, None, None]  # [BG, 1, 1]
     h = tl.arange(0, 2)[None, :, None]  # [1, 2, 1] half of the group
@@ -102,7 +104,7 @@ def quantize_q8_1(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if m:
         cfg = CONFIGS.get(detect_platform().config_key, CONFIGS["default"])
         _q8_1_kernel[(m, triton.cdiv(G, cfg["BLOCK_G"]))](x, xq, meta, G, x.stride(0), BLOCK_G=cfg["BLOCK_G"],
-                                                          num_warps=cfg["num_warps"])
+                                                          num_warps=cfg["num_warps"], **pdl_kwargs(x.device))
     return xq, meta
 
 
@@ -112,6 +114,6 @@ def isa_specs() -> list[dict]:
     """The quantiser as launched (fp16 activations)."""
     return [{"name": "q8_1_quantize", "fn": _q8_1_kernel, "arch": arch,
              "signature": {"x_ptr": "*fp16", "xq_ptr": "*i8", "meta_ptr": "*i32", "G": "i32", "stride_xm": "i32",
-                           "BLOCK_G": "constexpr"},
-             "constexprs": {"BLOCK_G": cfg["BLOCK_G"]}, "num_warps": cfg["num_warps"], "num_stages": 1,
+                           "BLOCK_G": "constexpr", "PDL": "constexpr"},
+             "constexprs": {"BLOCK_G": cfg["BLOCK_G"], "PDL": False}, "num_warps": cfg["num_warps"], "num_stages": 1,
              "divisible_by_16": ["x_ptr", "xq_ptr", "meta_ptr", "stride_xm"]} for arch, cfg in CONFIGS.items()]

@@ -17,7 +17,8 @@ and KV-cache rows of earlier steps. A grid may start as soon as its predecessor'
 all begun, so the kernel two back may still be running: reading its output before the wait is a
 race. What the kernels read early: the RMSNorm weight, the rotary table and positions
 (``qkv_rope_cache``), the first KV tile of earlier steps (attention), the first weight block and
-its scales of short W4A16 splits (``PRELOAD``). The W4A16 GEMV may also issue L2 prefetches of its
+its scales of short W4A16 splits (``PRELOAD``). The GGUF integer-dot GEMV is the exception that
+launches without PDL (slower with it, see ``gguf_mmvq_kernel``); its q8_1 quantiser uses it. The W4A16 GEMV may also issue L2 prefetches of its
 first weight blocks (``GFX906_LLM_PDL_PREFETCH``, default 0).
 
 Measured on an H100 with the 8B-shaped GPTQ model, graph-replayed decode steps (NOTES_e2e.md,

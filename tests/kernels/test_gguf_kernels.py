@@ -221,3 +221,38 @@ def test_gpu_real_sizes(qt):
         assert rel_err(out, x.double() @ w.double().T) < 2e-2
         if fn is gguf_gemv and qt in (QT.Q4_0, QT.Q4_K, QT.Q6_K, QT.Q8_0):  # integer-dot path
             assert rel_err(out, mmvq_reference(x, w, None)) < 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
+                    reason="programmatic dependent launch needs an sm_90+ GPU")
+def test_gpu_pdl_quantiser_chain_in_a_graph(monkeypatch):
+    """q8_1 quantiser (PDL) -> integer-dot GEMV, each output the next input, four times in a
+    CUDA graph: the same values with PDL on and off (the quantiser reads the GEMV's output)."""
+    from gfx906_llm.kernels.gfx906 import gguf_gemv, pdl
+
+    planes = gt.pack_planes(random_raw(QT.Q4_K, 4096, 4096, "cuda"), QT.Q4_K, 4096)
+    x = torch.randn(1, 4096, device="cuda").half()
+
+    def chain():
+        h = x
+        for _ in range(4):
+            out = torch.empty(1, 4096, device="cuda", dtype=torch.float16)
+            h = gguf_gemv.gguf_gemv(h, planes, out)
+            h = h / h.abs().amax()  # keep the values in range
+        return h
+
+    got = {}
+    for on in ("0", "1"):
+        monkeypatch.setenv("GFX906_LLM_PDL", on)
+        pdl._enabled.cache_clear()
+        chain()
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            out = chain()
+        g.replay()
+        torch.cuda.synchronize()
+        got[on] = out.clone()
+    pdl._enabled.cache_clear()
+    assert torch.equal(got["1"], got["0"])
