@@ -139,3 +139,27 @@ def compare_greedy_with_hf_gguf(gguf_path, prompts: list[list[int]], outs) -> li
         lps = [o.logprobs[i][t].logprob for i, t in enumerate(o.token_ids)]
         compared.append(check_greedy_against_reference(o.token_ids, lps, hf_logprobs(hf, ids, o.token_ids)))
     return compared
+
+
+def pdl_graph_outputs(monkeypatch, fn, settings: dict[str, dict[str, str]], replays: int = 1) -> dict:
+    """``fn()``'s output per named environment setting (e.g. ``{"on": {"GFX906_LLM_PDL": "1"}}``):
+    run once eagerly, then captured in a CUDA graph and replayed ``replays`` times (launch options
+    such as PDL are read when the graph is captured); a clone of the captured output each."""
+    from gfx906_llm.kernels.gfx906 import pdl
+
+    got = {}
+    for name, env in settings.items():
+        for k, v in env.items():
+            monkeypatch.setenv(k, v)
+        pdl._enabled.cache_clear()
+        fn()
+        torch.cuda.synchronize()
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            out = fn()
+        for _ in range(replays):
+            g.replay()
+        torch.cuda.synchronize()
+        got[name] = out.clone()
+    pdl._enabled.cache_clear()
+    return got

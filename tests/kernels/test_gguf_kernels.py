@@ -229,7 +229,8 @@ def test_gpu_real_sizes(qt):
 def test_gpu_pdl_quantiser_chain_in_a_graph(monkeypatch):
     """q8_1 quantiser (PDL) -> integer-dot GEMV, each output the next input, four times in a
     CUDA graph: the same values with PDL on and off (the quantiser reads the GEMV's output)."""
-    from gfx906_llm.kernels.gfx906 import gguf_gemv, pdl
+    from gfx906_llm.kernels.gfx906 import gguf_gemv
+    from tests.helpers import pdl_graph_outputs
 
     planes = gt.pack_planes(random_raw(QT.Q4_K, 4096, 4096, "cuda"), QT.Q4_K, 4096)
     x = torch.randn(1, 4096, device="cuda").half()
@@ -242,17 +243,5 @@ def test_gpu_pdl_quantiser_chain_in_a_graph(monkeypatch):
             h = h / h.abs().amax()  # keep the values in range
         return h
 
-    got = {}
-    for on in ("0", "1"):
-        monkeypatch.setenv("GFX906_LLM_PDL", on)
-        pdl._enabled.cache_clear()
-        chain()
-        torch.cuda.synchronize()
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            out = chain()
-        g.replay()
-        torch.cuda.synchronize()
-        got[on] = out.clone()
-    pdl._enabled.cache_clear()
+    got = pdl_graph_outputs(monkeypatch, chain, {on: {"GFX906_LLM_PDL": on} for on in ("0", "1")})
     assert torch.equal(got["1"], got["0"])

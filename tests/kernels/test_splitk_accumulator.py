@@ -167,8 +167,9 @@ def test_pdl_only_on_hopper_cuda_unless_disabled(monkeypatch):
                     reason="programmatic dependent launch needs an sm_90+ GPU")
 def test_pdl_chain_in_a_graph_matches_plain_launches(monkeypatch):
     """GEMV -> accumulator -> residual RMSNorm, four times, captured in a CUDA graph with PDL
-    (pdl.py) and without: the same values (the chain reads each kernel's output in the next)."""
-    from gfx906_llm.kernels.gfx906 import pdl
+    (pdl.py) and without (off, on, on with the GEMV's L2 prefetch): the same values (the chain
+    reads each kernel's output in the next)."""
+    from tests.helpers import pdl_graph_outputs
 
     t, gs, _ = make_weight(4096, 4096, 4, 128, False, False)
     x = torch.randn(1, 4096, device="cuda").half()
@@ -181,21 +182,8 @@ def test_pdl_chain_in_a_graph_matches_plain_launches(monkeypatch):
             h, res = fused_ops.fused_add_rms_norm(run(h, t, 4, gs, defer_reduce=True), res, wn, 1e-6)
         return h
 
-    got = {}
-    for on, pf in (("0", "0"), ("1", "0"), ("1", "2")):  # off, on, on with the GEMV's L2 prefetch
-        monkeypatch.setenv("GFX906_LLM_PDL", on)
-        monkeypatch.setenv("GFX906_LLM_PDL_PREFETCH", pf)
-        pdl._enabled.cache_clear()
-        chain()
-        torch.cuda.synchronize()
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            out = chain()
-        for _ in range(3):
-            g.replay()
-        torch.cuda.synchronize()
-        got[on + pf] = out.clone()
-    pdl._enabled.cache_clear()
+    got = pdl_graph_outputs(monkeypatch, chain, {on + pf: {"GFX906_LLM_PDL": on, "GFX906_LLM_PDL_PREFETCH": pf}
+                                                 for on, pf in (("0", "0"), ("1", "0"), ("1", "2"))}, replays=3)
     torch.testing.assert_close(got["10"], got["00"], atol=2e-2, rtol=2e-2)
     torch.testing.assert_close(got["12"], got["00"], atol=2e-2, rtol=2e-2)
     assert _acc_clean("cuda")
