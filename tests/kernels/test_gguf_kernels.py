@@ -227,8 +227,9 @@ def test_gpu_real_sizes(qt):
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
                     reason="programmatic dependent launch needs an sm_90+ GPU")
 def test_gpu_pdl_quantiser_chain_in_a_graph(monkeypatch):
-    """q8_1 quantiser (PDL) -> integer-dot GEMV, each output the next input, four times in a
-    CUDA graph: the same values with PDL on and off (the quantiser reads the GEMV's output)."""
+    """q8_1 quantiser (PDL) -> integer-dot GEMV -> rescale, each output the next input, four times
+    in a CUDA graph: the same values with PDL on and off (the quantiser reads the output of the
+    kernel before it, after its wait)."""
     from gfx906_llm.kernels.gfx906 import gguf_gemv
     from tests.helpers import pdl_graph_outputs
 
