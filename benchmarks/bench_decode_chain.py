@@ -1,7 +1,7 @@
 """Decode-sized linears the way a decode step runs them: a chain of Llama-3-8B layers; prints JSON.
 
 Usage: python benchmarks/bench_decode_chain.py [--m 1 8] [--formats w4a16,Q4_0,Q4_K,Q6_K,Q8_0,fp16]
-       [--out FILE] [--patch '{"gguf_mmvq:cuda.PDL_EARLY_WAVES": 0}']
+       [--out FILE] [--patch '{"w4a16_gemv:cuda.m1.half2.programs_per_cu": 12}']
 
 ``bench_w4a16.py`` and ``bench_gguf.py`` time one shape at a time: many calls of the same shape,
 each on its own copy of the weight. A decode step instead runs, per layer, q/k/v (one merged
@@ -19,11 +19,13 @@ Per format and M (rows of activations), per layer:
 Modes: W4A16 ``call``: ``w4a16_linear`` returning a tensor (the GEMV, then the split-K sum as its
 own launch, which in the engine is folded into the next kernel: RMSNorm, SiLU-and-mul or the
 rotary); ``gemv``: the GEMV alone, its partials left in the accumulator (the bound a fused
-consumer approaches; the accumulator is zeroed once per replay). GGUF ``call``: the q8_1
+consumer approaches; the accumulator is never read during the replays and is reset after
+them). GGUF ``call``: the q8_1
 quantiser then the integer-dot GEMV for each linear (as ``GGUFLinearMethod.apply`` runs them);
 ``kernel``: the GEMV alone on activations quantised beforehand.
-Every output of the first layer is checked after the timed replays against ``x @ dequant(W).T``
-in fp32 (``err``: max |error| / max |reference|).
+After the timed replays the first layer's outputs (W4A16 ``call``, both GGUF modes) are
+recomputed eagerly with the same kernels and compared with ``x @ dequant(W).T`` in fp32
+(``err``: max |error| / max |reference|).
 """
 
 from __future__ import annotations
@@ -36,11 +38,12 @@ import time
 import numpy as np
 import torch
 
-from bench_gguf import random_raw
+from bench_gguf import random_raw  # also puts the checkout's gfx906_llm on the path when not installed
 from bench_w4a16 import copy_bandwidth, graph_time
+from gfx906_llm.quant.gguf import QT
 
 LAYER = [("qkv", 4096, 6144), ("o", 4096, 4096), ("gate_up", 4096, 28672), ("down", 14336, 4096)]  # (name, K, N)
-GGUF_TYPES = {"Q4_0": 2, "Q4_K": 12, "Q6_K": 14, "Q8_0": 8}
+GGUF_TYPES = ("Q4_0", "Q4_K", "Q6_K", "Q8_0")  # the integer-dot GEMV's types
 
 
 def _layers(l2: int, layer_bytes: int, min_layers: int) -> int:
@@ -99,7 +102,7 @@ def gguf_chain(qt_name: str, m: int, l2: int, rng) -> list[dict]:
     from gfx906_llm.kernels.gfx906.gguf_dequant import gguf_dequantize
     from gfx906_llm.quant import gguf_torch as gt
 
-    qt = GGUF_TYPES[qt_name]
+    qt = int(QT[qt_name])
     raws = {(k, n): random_raw(qt, n, k, rng).cuda() for _, k, n in LAYER}
     lay0 = [gt.pack_planes(raws[k, n], qt, k) for _, k, n in LAYER]
     nbytes = sum(p.nbytes for p in lay0)
